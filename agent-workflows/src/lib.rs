@@ -1,0 +1,1 @@
+//! Graph workflows of executors run in supersteps, hosted on durable-core.

@@ -1,0 +1,784 @@
+//! The orchestration context: everything orchestration code may do.
+//!
+//! Orchestration code must be deterministic: given the same history it must
+//! make the same calls in the same order. It reaches the outside world only
+//! through the context (activities, timers, external events,
+//! sub-orchestrations) and reads time and random ids from it
+//! ([`OrchestrationContext::current_utc_datetime`],
+//! [`OrchestrationContext::new_guid`]).
+//!
+//! The futures the context returns ([`DurableFuture`]) resolve only between
+//! history events, one event at a time, in history order. Combinators that
+//! poll their futures in a fixed order are therefore deterministic:
+//! `futures::join!`, [`crate::future::join_all`], [`crate::future::select`]
+//! and [`crate::future::select_all`]. Do not await anything else (such as
+//! `tokio::time::sleep`) in orchestration code, and do not use
+//! `futures::select!`, which picks at random.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{FailureDetails, HistoryEvent, InstanceId, OrchestrationError, RetryPolicy};
+
+/// How the size of the custom status is measured against its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusMeasure {
+    /// Bytes of UTF-16 (two bytes per code unit), as Durable Functions
+    /// measures it (the default).
+    #[default]
+    Utf16,
+    /// Bytes of UTF-8.
+    Utf8,
+}
+
+impl StatusMeasure {
+    fn measure(self, text: &str) -> usize {
+        match self {
+            Self::Utf16 => text.encode_utf16().count() * 2,
+            Self::Utf8 => text.len(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Utf16 => "UTF-16",
+            Self::Utf8 => "UTF-8",
+        }
+    }
+}
+
+/// Size limits enforced on orchestration code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The custom status cap in bytes (default 16 KiB).
+    pub custom_status_max_bytes: usize,
+    /// How the custom status is measured (default UTF-16).
+    pub custom_status_measure: StatusMeasure,
+    /// The cap on one stream event's serialized JSON payload in bytes
+    /// (default 64 KiB).
+    pub stream_event_max_bytes: usize,
+}
+
+/// The longest stream event name accepted, in bytes.
+pub const MAX_EVENT_NAME_LEN: usize = 256;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            custom_status_max_bytes: 16 * 1024,
+            custom_status_measure: StatusMeasure::Utf16,
+            stream_event_max_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Work the orchestration code asked for in this turn.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    Activity {
+        id: u64,
+        name: String,
+        input: Value,
+    },
+    Timer {
+        id: u64,
+        fire_at: DateTime<Utc>,
+    },
+    SubOrchestration {
+        id: u64,
+        name: String,
+        instance_id: InstanceId,
+        input: Value,
+    },
+}
+
+impl Action {
+    pub(crate) fn to_history(&self) -> HistoryEvent {
+        match self.clone() {
+            Self::Activity { id, name, input } => HistoryEvent::ActivityScheduled { id, name, input },
+            Self::Timer { id, fire_at } => HistoryEvent::TimerCreated { id, fire_at },
+            Self::SubOrchestration {
+                id,
+                name,
+                instance_id,
+                input,
+            } => HistoryEvent::SubOrchestrationScheduled {
+                id,
+                name,
+                instance_id,
+                input,
+            },
+        }
+    }
+
+    fn set_id(&mut self, task_id: u64) {
+        match self {
+            Self::Activity { id, .. } | Self::Timer { id, .. } | Self::SubOrchestration { id, .. } => *id = task_id,
+        }
+    }
+
+    /// Whether replaying this action matches the scheduling event recorded
+    /// in history.
+    fn matches(&self, recorded: &HistoryEvent) -> bool {
+        match (self, recorded) {
+            (Self::Activity { name, .. }, HistoryEvent::ActivityScheduled { name: n, .. }) => name == n,
+            (Self::Timer { .. }, HistoryEvent::TimerCreated { .. }) => true,
+            (
+                Self::SubOrchestration { name, .. },
+                HistoryEvent::SubOrchestrationScheduled { name: n, .. },
+            ) => name == n,
+            _ => false,
+        }
+    }
+}
+
+/// A stream event emitted in this turn, not yet stored.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingEmit {
+    pub(crate) emit_index: u64,
+    pub(crate) name: String,
+    pub(crate) payload: String,
+    pub(crate) emitted_at: DateTime<Utc>,
+}
+
+/// What a scheduled task is, to build the right error when it fails.
+#[derive(Debug, Clone)]
+enum TaskKind {
+    Activity(String),
+    Timer,
+    SubOrchestration(String, InstanceId),
+}
+
+#[derive(Debug)]
+struct Waiter {
+    name: String,
+    delivered: Option<Value>,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) instance_id: InstanceId,
+    pub(crate) execution_id: String,
+    pub(crate) name: String,
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) replaying: bool,
+    limits: Limits,
+    next_task_id: u64,
+    /// Scheduling events of the history not yet matched by the code.
+    pub(crate) expected: BTreeMap<u64, HistoryEvent>,
+    /// Tasks scheduled and not yet completed.
+    open_tasks: HashSet<u64>,
+    results: HashMap<u64, Result<Value, FailureDetails>>,
+    wakers: HashMap<u64, Waker>,
+    buffered_events: HashMap<String, VecDeque<Value>>,
+    waiters: BTreeMap<u64, Waiter>,
+    next_waiter_id: u64,
+    pub(crate) actions: Vec<Action>,
+    pub(crate) custom_status: Option<String>,
+    pub(crate) custom_status_changed: bool,
+    next_emit_index: u64,
+    persisted_emits: u64,
+    pub(crate) emits: Vec<PendingEmit>,
+    guid_counter: u64,
+    pub(crate) continue_as_new: Option<Value>,
+    pub(crate) fatal: Option<FailureDetails>,
+}
+
+impl State {
+    fn schedule(&mut self, mut action: Action) -> u64 {
+        let id = self.next_task_id;
+        self.next_task_id += 1;
+        action.set_id(id);
+        self.open_tasks.insert(id);
+        match self.expected.remove(&id) {
+            Some(recorded) if action.matches(&recorded) => {}
+            Some(recorded) => {
+                self.fail_non_determinism(format!(
+                    "history has {} but the code scheduled {}",
+                    recorded.describe(),
+                    action.to_history().describe()
+                ));
+            }
+            None => self.actions.push(action),
+        }
+        id
+    }
+
+    pub(crate) fn fail_non_determinism(&mut self, message: String) {
+        if self.fatal.is_none() {
+            self.fatal = Some(FailureDetails::new(
+                "NonDeterminism",
+                format!("non-deterministic orchestration '{}': {message}", self.name),
+            ));
+        }
+    }
+
+    /// Delivers a task result; false if no open task has this id.
+    pub(crate) fn complete_task(&mut self, id: u64, result: Result<Value, FailureDetails>) -> bool {
+        if !self.open_tasks.remove(&id) {
+            return false;
+        }
+        self.results.insert(id, result);
+        if let Some(waker) = self.wakers.remove(&id) {
+            waker.wake();
+        }
+        true
+    }
+
+    pub(crate) fn raise_event(&mut self, name: String, data: Value) {
+        let waiter = self
+            .waiters
+            .values_mut()
+            .find(|w| w.name == name && w.delivered.is_none());
+        match waiter {
+            Some(w) => {
+                w.delivered = Some(data);
+                if let Some(waker) = w.waker.take() {
+                    waker.wake();
+                }
+            }
+            None => self.buffered_events.entry(name).or_default().push_back(data),
+        }
+    }
+
+    /// Marks every emit so far as stored (after a commit).
+    pub(crate) fn emits_persisted(&mut self) {
+        self.persisted_emits = self.next_emit_index;
+    }
+
+    pub(crate) fn emit_count(&self) -> u64 {
+        self.next_emit_index
+    }
+}
+
+/// The handle orchestration code uses to schedule work and read
+/// deterministic time. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OrchestrationContext {
+    state: Arc<Mutex<State>>,
+}
+
+impl OrchestrationContext {
+    pub(crate) fn new(
+        instance_id: InstanceId,
+        execution_id: String,
+        name: String,
+        limits: Limits,
+        persisted_emits: u64,
+    ) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                instance_id,
+                execution_id,
+                name,
+                now: DateTime::<Utc>::default(),
+                replaying: false,
+                limits,
+                next_task_id: 0,
+                expected: BTreeMap::new(),
+                open_tasks: HashSet::new(),
+                results: HashMap::new(),
+                wakers: HashMap::new(),
+                buffered_events: HashMap::new(),
+                waiters: BTreeMap::new(),
+                next_waiter_id: 0,
+                actions: Vec::new(),
+                custom_status: None,
+                custom_status_changed: false,
+                next_emit_index: 0,
+                persisted_emits,
+                emits: Vec::new(),
+                guid_counter: 0,
+                continue_as_new: None,
+                fatal: None,
+            })),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The instance id.
+    pub fn instance_id(&self) -> InstanceId {
+        self.lock().instance_id.clone()
+    }
+
+    /// The id of the current execution (new after every continue-as-new).
+    pub fn execution_id(&self) -> String {
+        self.lock().execution_id.clone()
+    }
+
+    /// Whether the code is being replayed from history. Use it to skip side
+    /// effects such as logging that should happen only once.
+    pub fn is_replaying(&self) -> bool {
+        self.lock().replaying
+    }
+
+    /// The current time of the orchestration: the time the current turn
+    /// began, the same on every replay.
+    pub fn current_utc_datetime(&self) -> DateTime<Utc> {
+        self.lock().now
+    }
+
+    /// A UUID that is the same on every replay.
+    pub fn new_guid(&self) -> uuid::Uuid {
+        let mut state = self.lock();
+        state.guid_counter += 1;
+        let name = format!(
+            "{}\u{1f}{}\u{1f}{}",
+            state.instance_id, state.execution_id, state.guid_counter
+        );
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes())
+    }
+
+    /// Schedules an activity and returns a future of its result.
+    ///
+    /// The future resolves to [`OrchestrationError::ActivityFailed`] if the
+    /// activity returns an error, and to
+    /// [`OrchestrationError::Deserialization`] if its result does not fit
+    /// `T`.
+    pub fn call_activity<T: DeserializeOwned>(
+        &self,
+        name: impl Into<String>,
+        input: &impl Serialize,
+    ) -> DurableFuture<T> {
+        let name = name.into();
+        match to_value(input, || format!("input of activity '{name}'")) {
+            Ok(input) => self.call_activity_value(name, input),
+            Err(e) => DurableFuture::ready(self.clone(), Err(e)),
+        }
+    }
+
+    fn call_activity_value<T: DeserializeOwned>(&self, name: String, input: Value) -> DurableFuture<T> {
+        let id = self.lock().schedule(Action::Activity {
+            id: 0,
+            name: name.clone(),
+            input,
+        });
+        DurableFuture::task(self.clone(), id, TaskKind::Activity(name))
+    }
+
+    /// Calls an activity, retrying failures as `policy` says. Each retry
+    /// waits on a durable timer, so retries survive restarts.
+    pub fn call_activity_with_retry<T: DeserializeOwned + Send + 'static>(
+        &self,
+        name: impl Into<String>,
+        input: &impl Serialize,
+        policy: RetryPolicy,
+    ) -> impl Future<Output = Result<T, OrchestrationError>> + Send + 'static {
+        let ctx = self.clone();
+        let name = name.into();
+        let input = to_value(input, || format!("input of activity '{name}'"));
+        async move {
+            let input = input?;
+            let started = ctx.current_utc_datetime();
+            let mut attempt = 1;
+            loop {
+                let error = match ctx.call_activity_value::<T>(name.clone(), input.clone()).await {
+                    Ok(value) => return Ok(value),
+                    Err(e @ OrchestrationError::ActivityFailed { .. }) => e,
+                    Err(e) => return Err(e),
+                };
+                let Some(delay) = policy.delay_before_retry(attempt) else {
+                    return Err(error);
+                };
+                if let Some(total) = policy.total_timeout {
+                    let elapsed = (ctx.current_utc_datetime() - started)
+                        .to_std()
+                        .unwrap_or_default();
+                    if elapsed + delay > total {
+                        return Err(error);
+                    }
+                }
+                ctx.create_timer_in(delay).await?;
+                attempt += 1;
+            }
+        }
+    }
+
+    /// A durable timer that fires at `fire_at`.
+    pub fn create_timer(&self, fire_at: DateTime<Utc>) -> DurableFuture<()> {
+        let id = self.lock().schedule(Action::Timer { id: 0, fire_at });
+        DurableFuture::task(self.clone(), id, TaskKind::Timer)
+    }
+
+    /// A durable timer that fires `delay` after the current orchestration
+    /// time.
+    pub fn create_timer_in(&self, delay: Duration) -> DurableFuture<()> {
+        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let fire_at = self
+            .current_utc_datetime()
+            .checked_add_signed(delay)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.create_timer(fire_at)
+    }
+
+    /// Waits for an external event raised by a client with
+    /// [`Client::raise_event`](crate::Client::raise_event). Events of one
+    /// name are delivered in the order they arrived, one per wait; events
+    /// that arrive before anyone waits are buffered.
+    pub fn wait_for_external_event<T: DeserializeOwned>(&self, name: impl Into<String>) -> DurableFuture<T> {
+        let name = name.into();
+        let mut state = self.lock();
+        if let Some(data) = state.buffered_events.get_mut(&name).and_then(VecDeque::pop_front) {
+            drop(state);
+            let what = format!("external event '{name}'");
+            return DurableFuture::ready(self.clone(), Ok(data)).with_what(what);
+        }
+        let waiter = state.next_waiter_id;
+        state.next_waiter_id += 1;
+        state.waiters.insert(
+            waiter,
+            Waiter {
+                name: name.clone(),
+                delivered: None,
+                waker: None,
+            },
+        );
+        drop(state);
+        DurableFuture {
+            ctx: self.clone(),
+            source: Source::External { waiter, name },
+            _marker: PhantomData,
+        }
+    }
+
+    /// Waits for an external event, or fails with
+    /// [`OrchestrationError::Timeout`] once `timeout` has passed (a durable
+    /// timer races the event).
+    pub fn wait_for_external_event_with_timeout<T: DeserializeOwned + Send + 'static>(
+        &self,
+        name: impl Into<String>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<T, OrchestrationError>> + Send + 'static {
+        let name = name.into();
+        let event = self.wait_for_external_event::<T>(name.clone());
+        let timer = self.create_timer_in(timeout);
+        async move {
+            match crate::future::select(event, timer).await {
+                futures::future::Either::Left((result, _timer)) => result,
+                futures::future::Either::Right((fired, _event)) => {
+                    fired?;
+                    Err(OrchestrationError::Timeout(format!("external event '{name}'")))
+                }
+            }
+        }
+    }
+
+    /// Starts a sub-orchestration with an instance id derived from this
+    /// instance's id, and returns a future of its output.
+    pub fn call_sub_orchestration<T: DeserializeOwned>(
+        &self,
+        name: impl Into<String>,
+        input: &impl Serialize,
+    ) -> DurableFuture<T> {
+        let id = {
+            let state = self.lock();
+            format!("{}:{}", state.instance_id, state.next_task_id)
+        };
+        match InstanceId::new(id) {
+            Ok(id) => self.call_sub_orchestration_with_id(name, id, input),
+            Err(e) => DurableFuture::ready(self.clone(), Err(e.into())),
+        }
+    }
+
+    /// Starts a sub-orchestration with the given instance id.
+    pub fn call_sub_orchestration_with_id<T: DeserializeOwned>(
+        &self,
+        name: impl Into<String>,
+        instance_id: InstanceId,
+        input: &impl Serialize,
+    ) -> DurableFuture<T> {
+        let name = name.into();
+        let input = match to_value(input, || format!("input of sub-orchestration '{name}'")) {
+            Ok(v) => v,
+            Err(e) => return DurableFuture::ready(self.clone(), Err(e)),
+        };
+        let id = self.lock().schedule(Action::SubOrchestration {
+            id: 0,
+            name: name.clone(),
+            instance_id: instance_id.clone(),
+            input,
+        });
+        DurableFuture::task(self.clone(), id, TaskKind::SubOrchestration(name, instance_id))
+    }
+
+    /// Ends this execution and starts a new one of the same instance with
+    /// `input` and a fresh history. The stream continues across executions.
+    ///
+    /// Return the awaited result from the orchestration:
+    /// `return ctx.continue_as_new(&next).await;`
+    pub fn continue_as_new<T>(&self, input: &impl Serialize) -> ContinueAsNew<T> {
+        let mut state = self.lock();
+        match serde_json::to_value(input) {
+            Ok(v) => state.continue_as_new = Some(v),
+            Err(e) => {
+                if state.fatal.is_none() {
+                    state.fatal = Some(FailureDetails::new(
+                        "Serialization",
+                        format!("could not serialize the continue-as-new input: {e}"),
+                    ));
+                }
+            }
+        }
+        ContinueAsNew(PhantomData)
+    }
+
+    /// Replaces the custom status, a small JSON snapshot clients can read
+    /// while the instance runs.
+    ///
+    /// # Errors
+    ///
+    /// [`OrchestrationError::CustomStatusTooLarge`] if the serialized status
+    /// exceeds the cap (16 KiB of UTF-16 by default); the previous status
+    /// stays and the instance keeps running.
+    pub fn set_custom_status(&self, status: &impl Serialize) -> Result<(), OrchestrationError> {
+        let text = serde_json::to_string(status).map_err(|e| OrchestrationError::Serialization {
+            what: "custom status".into(),
+            message: e.to_string(),
+        })?;
+        let mut state = self.lock();
+        let limits = state.limits;
+        let size = limits.custom_status_measure.measure(&text);
+        if size > limits.custom_status_max_bytes {
+            return Err(OrchestrationError::CustomStatusTooLarge {
+                size,
+                limit: limits.custom_status_max_bytes,
+                measure: limits.custom_status_measure.name(),
+            });
+        }
+        if state.custom_status.as_deref() != Some(text.as_str()) {
+            state.custom_status = Some(text);
+            state.custom_status_changed = true;
+        }
+        Ok(())
+    }
+
+    /// Appends an event to the instance's stream.
+    ///
+    /// The event is stored in the same transaction as this turn, exactly
+    /// once: replay does not append it again. Events get sequence numbers
+    /// 1, 2, 3, ... per instance, in emit order, across continue-as-new.
+    ///
+    /// # Errors
+    ///
+    /// [`OrchestrationError::EventTooLarge`] if the serialized payload
+    /// exceeds the per-event cap (64 KiB by default),
+    /// [`OrchestrationError::InvalidEventName`] for an empty name or one
+    /// longer than [`MAX_EVENT_NAME_LEN`] bytes. Nothing is appended then.
+    pub fn emit_event(&self, name: &str, payload: &impl Serialize) -> Result<(), OrchestrationError> {
+        if name.is_empty() {
+            return Err(OrchestrationError::InvalidEventName {
+                name: name.into(),
+                reason: "the name is empty",
+            });
+        }
+        if name.len() > MAX_EVENT_NAME_LEN {
+            return Err(OrchestrationError::InvalidEventName {
+                name: name.into(),
+                reason: "the name is longer than 256 bytes",
+            });
+        }
+        let payload = serde_json::to_string(payload).map_err(|e| OrchestrationError::Serialization {
+            what: format!("payload of stream event '{name}'"),
+            message: e.to_string(),
+        })?;
+        let mut state = self.lock();
+        let limit = state.limits.stream_event_max_bytes;
+        if payload.len() > limit {
+            return Err(OrchestrationError::EventTooLarge {
+                name: name.into(),
+                size: payload.len(),
+                limit,
+            });
+        }
+        let emit_index = state.next_emit_index;
+        state.next_emit_index += 1;
+        if emit_index >= state.persisted_emits {
+            let emitted_at = state.now;
+            state.emits.push(PendingEmit {
+                emit_index,
+                name: name.to_owned(),
+                payload,
+                emitted_at,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn to_value(value: &impl Serialize, what: impl FnOnce() -> String) -> Result<Value, OrchestrationError> {
+    serde_json::to_value(value).map_err(|e| OrchestrationError::Serialization {
+        what: what(),
+        message: e.to_string(),
+    })
+}
+
+/// The future returned by [`OrchestrationContext::continue_as_new`]. It
+/// never resolves: the execution ends when the orchestration awaits it.
+#[derive(Debug)]
+#[must_use = "await it and return its result from the orchestration"]
+pub struct ContinueAsNew<T>(PhantomData<fn() -> T>);
+
+impl<T> Future for ContinueAsNew<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
+        Poll::Pending
+    }
+}
+
+#[derive(Debug)]
+enum Source {
+    Task {
+        id: u64,
+        kind: TaskKind,
+    },
+    External {
+        waiter: u64,
+        name: String,
+    },
+    Ready {
+        result: Option<Result<Value, OrchestrationError>>,
+        what: String,
+    },
+}
+
+/// A durable operation's result: an activity, a timer, an external event
+/// or a sub-orchestration. Resolves to `Result<T, OrchestrationError>`.
+#[derive(Debug)]
+#[must_use = "durable futures do nothing visible unless awaited"]
+pub struct DurableFuture<T> {
+    ctx: OrchestrationContext,
+    source: Source,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T> DurableFuture<T> {
+    fn task(ctx: OrchestrationContext, id: u64, kind: TaskKind) -> Self {
+        Self {
+            ctx,
+            source: Source::Task { id, kind },
+            _marker: PhantomData,
+        }
+    }
+
+    fn ready(ctx: OrchestrationContext, result: Result<Value, OrchestrationError>) -> Self {
+        Self {
+            ctx,
+            source: Source::Ready {
+                result: Some(result),
+                what: "value".into(),
+            },
+            _marker: PhantomData,
+        }
+    }
+
+    fn with_what(mut self, what: String) -> Self {
+        if let Source::Ready { what: w, .. } = &mut self.source {
+            *w = what;
+        }
+        self
+    }
+}
+
+fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, OrchestrationError> {
+    serde_json::from_value(value).map_err(|e| OrchestrationError::Deserialization {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl<T: DeserializeOwned> Future for DurableFuture<T> {
+    type Output = Result<T, OrchestrationError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match &mut this.source {
+            Source::Ready { result, what } => match result.take() {
+                Some(r) => Poll::Ready(r.and_then(|v| decode(v, what))),
+                None => Poll::Pending,
+            },
+            Source::Task { id, kind } => {
+                let mut state = this.ctx.lock();
+                let Some(result) = state.results.remove(id) else {
+                    state.wakers.insert(*id, cx.waker().clone());
+                    return Poll::Pending;
+                };
+                drop(state);
+                Poll::Ready(match (result, kind) {
+                    (Ok(v), TaskKind::Activity(name)) => decode(v, &format!("result of activity '{name}'")),
+                    (Ok(v), TaskKind::SubOrchestration(name, _)) => {
+                        decode(v, &format!("output of sub-orchestration '{name}'"))
+                    }
+                    (Ok(v), TaskKind::Timer) => decode(v, "timer"),
+                    (Err(failure), TaskKind::Activity(name)) => Err(OrchestrationError::ActivityFailed {
+                        name: name.clone(),
+                        failure,
+                    }),
+                    (Err(failure), TaskKind::SubOrchestration(name, instance_id)) => {
+                        Err(OrchestrationError::SubOrchestrationFailed {
+                            name: name.clone(),
+                            instance_id: instance_id.clone(),
+                            failure,
+                        })
+                    }
+                    (Err(failure), TaskKind::Timer) => Err(OrchestrationError::Timeout(failure.message)),
+                })
+            }
+            Source::External { waiter, name } => {
+                let mut state = this.ctx.lock();
+                let Some(w) = state.waiters.get_mut(waiter) else {
+                    return Poll::Pending;
+                };
+                match w.delivered.take() {
+                    Some(data) => {
+                        state.waiters.remove(waiter);
+                        drop(state);
+                        let what = format!("external event '{name}'");
+                        this.source = Source::Ready {
+                            result: None,
+                            what: what.clone(),
+                        };
+                        Poll::Ready(decode(data, &what))
+                    }
+                    None => {
+                        w.waker = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T> Drop for DurableFuture<T> {
+    fn drop(&mut self) {
+        if let Source::External { waiter, name } = &self.source {
+            let mut state = self.ctx.lock();
+            if let Some(w) = state.waiters.remove(waiter) {
+                // An event delivered to a wait that was given up (a timeout
+                // won the race) goes back for the next wait.
+                if let Some(data) = w.delivered {
+                    state
+                        .buffered_events
+                        .entry(name.clone())
+                        .or_default()
+                        .push_front(data);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! Driving orchestration code from history, and turning one turn's work
+//! into a [`TurnCommit`].
+//!
+//! A [`Runner`] owns an orchestration's future and its context. It applies
+//! history events one at a time and polls the future after each one that
+//! can wake it, so every run of the same history takes the same path. A
+//! runner that survives a turn is kept by the worker (in memory) and
+//! continues with the next turn's messages without replaying anything.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::context::{Action, Limits};
+use crate::store::{
+    InstanceUpdate, NewActivity, NewInstance, NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
+};
+use crate::{
+    FailureDetails, HistoryEvent, InstanceId, OrchestrationContext, ParentInstance, Registry, RuntimeStatus,
+};
+
+/// How an execution ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    Completed(Value),
+    Failed(FailureDetails),
+    ContinuedAsNew(Value),
+    Terminated(Option<String>),
+}
+
+/// An orchestration execution in memory.
+pub(crate) struct Runner {
+    registry: Arc<Registry>,
+    ctx: OrchestrationContext,
+    future: Option<BoxFuture<'static, Result<Value, FailureDetails>>>,
+    started: bool,
+    parent: Option<ParentInstance>,
+    pub(crate) outcome: Option<Outcome>,
+    /// The number of history events this runner has applied and stored.
+    pub(crate) history_len: u64,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("started", &self.started)
+            .field("outcome", &self.outcome)
+            .field("history_len", &self.history_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// A runner for an instance whose execution has not started yet.
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        limits: Limits,
+        instance_id: InstanceId,
+        name: String,
+        execution_id: String,
+        persisted_emits: u64,
+    ) -> Self {
+        Self {
+            registry,
+            ctx: OrchestrationContext::new(instance_id, execution_id, name, limits, persisted_emits),
+            future: None,
+            started: false,
+            parent: None,
+            outcome: None,
+            history_len: 0,
+        }
+    }
+
+    /// Replays a stored history.
+    pub(crate) fn replay(&mut self, history: Vec<HistoryEvent>) {
+        {
+            let mut state = self.ctx.lock();
+            state.replaying = true;
+            state.expected = history
+                .iter()
+                .filter(|e| e.is_scheduling())
+                .filter_map(|e| Some((e.task_id()?, e.clone())))
+                .collect();
+        }
+        self.history_len = history.len() as u64;
+        for event in history {
+            if self.outcome.is_some() {
+                break;
+            }
+            self.apply(event);
+        }
+        let mut state = self.ctx.lock();
+        state.replaying = false;
+        if self.outcome.is_none() {
+            if let Some(missing) = state.expected.values().next().map(HistoryEvent::describe) {
+                state.fail_non_determinism(format!("history has {missing} but the code did not schedule it"));
+            }
+        }
+        drop(state);
+        self.check_fatal();
+    }
+
+    pub(crate) fn is_started(&self) -> bool {
+        self.started
+    }
+
+    pub(crate) fn execution_id(&self) -> String {
+        self.ctx.execution_id()
+    }
+
+    /// Applies one event; returns whether it belongs in the history.
+    pub(crate) fn apply(&mut self, event: HistoryEvent) -> bool {
+        if self.outcome.is_some() {
+            return false;
+        }
+        let delivered = match &event {
+            HistoryEvent::OrchestratorStarted { timestamp } => {
+                self.ctx.lock().now = *timestamp;
+                return true;
+            }
+            HistoryEvent::ExecutionStarted {
+                name,
+                execution_id,
+                input,
+                parent,
+            } => {
+                if self.started {
+                    return false;
+                }
+                self.start(name.clone(), execution_id.clone(), input.clone(), parent.clone());
+                true
+            }
+            HistoryEvent::ActivityCompleted { id, result }
+            | HistoryEvent::SubOrchestrationCompleted { id, result } => {
+                self.ctx.lock().complete_task(*id, Ok(result.clone()))
+            }
+            HistoryEvent::ActivityFailed { id, failure }
+            | HistoryEvent::SubOrchestrationFailed { id, failure } => {
+                self.ctx.lock().complete_task(*id, Err(failure.clone()))
+            }
+            HistoryEvent::TimerFired { id, .. } => self.ctx.lock().complete_task(*id, Ok(Value::Null)),
+            HistoryEvent::EventRaised { name, data } => {
+                self.ctx.lock().raise_event(name.clone(), data.clone());
+                true
+            }
+            HistoryEvent::ExecutionTerminated { reason } => {
+                self.future = None;
+                self.outcome = Some(Outcome::Terminated(reason.clone()));
+                return true;
+            }
+            // Recorded by the code itself (checked on replay), by the turn,
+            // or by the end of an execution.
+            _ => return true,
+        };
+        if delivered {
+            self.poll();
+        }
+        delivered
+    }
+
+    fn start(&mut self, name: String, execution_id: String, input: Value, parent: Option<ParentInstance>) {
+        {
+            let mut state = self.ctx.lock();
+            state.name = name.clone();
+            state.execution_id = execution_id;
+        }
+        self.started = true;
+        self.parent = parent;
+        match self.registry.orchestrations.get(&name) {
+            Some(f) => self.future = Some(f(self.ctx.clone(), input)),
+            None => {
+                self.outcome = Some(Outcome::Failed(FailureDetails::new(
+                    "UnknownOrchestration",
+                    format!("no orchestration named '{name}' is registered with this worker"),
+                )));
+            }
+        }
+    }
+
+    fn poll(&mut self) {
+        let Some(future) = self.future.as_mut() else {
+            return;
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+        let result = match polled {
+            Ok(Poll::Pending) => None,
+            Ok(Poll::Ready(result)) => Some(result),
+            Err(panic) => Some(Err(FailureDetails::new(
+                "Panic",
+                format!("orchestration panicked: {}", panic_message(panic.as_ref())),
+            ))),
+        };
+        let continue_as_new = self.ctx.lock().continue_as_new.take();
+        match (result, continue_as_new) {
+            (Some(Err(failure)), _) => self.finish(Outcome::Failed(failure)),
+            (_, Some(input)) => self.finish(Outcome::ContinuedAsNew(input)),
+            (Some(Ok(output)), None) => self.finish(Outcome::Completed(output)),
+            (None, None) => {}
+        }
+        self.check_fatal();
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        self.future = None;
+        if self.outcome.is_none() {
+            self.outcome = Some(outcome);
+        }
+    }
+
+    fn check_fatal(&mut self) {
+        let fatal = self.ctx.lock().fatal.take();
+        if let Some(failure) = fatal {
+            self.future = None;
+            self.outcome = Some(Outcome::Failed(failure));
+        }
+    }
+}
+
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_owned()
+    }
+}
+
+fn is_control(event: &HistoryEvent) -> bool {
+    matches!(
+        event,
+        HistoryEvent::ExecutionResumed { .. } | HistoryEvent::ExecutionTerminated { .. }
+    )
+}
+
+/// Runs one turn of `item` on `runner` (already replayed, or new) and
+/// returns what to commit. The runner comes back if its execution goes on.
+pub(crate) fn run_turn(
+    mut runner: Runner,
+    item: OrchestrationWorkItem,
+    now: DateTime<Utc>,
+) -> (TurnCommit, Option<Runner>) {
+    let OrchestrationWorkItem {
+        instance_id,
+        state,
+        messages,
+    } = item;
+    let mut status = state.status;
+    let base_len = runner.history_len;
+    let mut consumed = Vec::with_capacity(messages.len());
+    let mut history = Vec::new();
+    let mut new_execution = false;
+
+    if status.is_terminal() {
+        // Late messages for a finished instance: drop them.
+        let commit = TurnCommit {
+            instance_id,
+            consumed: messages.iter().map(|m| m.id).collect(),
+            new_execution: false,
+            history: Vec::new(),
+            history_index: base_len,
+            update: None,
+            activities: Vec::new(),
+            messages: Vec::new(),
+            sub_orchestrations: Vec::new(),
+            stream: Vec::new(),
+        };
+        return (commit, None);
+    }
+
+    for message in messages {
+        if status == RuntimeStatus::Suspended && !is_control(&message.event) {
+            continue; // waits in the inbox until the instance is resumed
+        }
+        if let Some(outcome) = &runner.outcome {
+            // Raised events wait for the next execution after continue-as-new.
+            if matches!(outcome, Outcome::ContinuedAsNew(_))
+                && matches!(message.event, HistoryEvent::EventRaised { .. })
+            {
+                continue;
+            }
+            consumed.push(message.id);
+            continue;
+        }
+        consumed.push(message.id);
+        if message
+            .execution_id
+            .as_ref()
+            .is_some_and(|e| *e != state.execution_id)
+        {
+            continue; // addressed to an earlier execution
+        }
+        match &message.event {
+            HistoryEvent::ExecutionStarted { .. } if runner.is_started() => continue,
+            HistoryEvent::ExecutionStarted { .. } => {
+                new_execution = true;
+                status = RuntimeStatus::Running;
+            }
+            HistoryEvent::ExecutionSuspended { .. } if status == RuntimeStatus::Running => {
+                status = RuntimeStatus::Suspended;
+            }
+            HistoryEvent::ExecutionResumed { .. } if status == RuntimeStatus::Suspended => {
+                status = RuntimeStatus::Running;
+            }
+            HistoryEvent::ExecutionSuspended { .. } | HistoryEvent::ExecutionResumed { .. } => continue,
+            _ => {}
+        }
+        if history.is_empty() {
+            let started = HistoryEvent::OrchestratorStarted { timestamp: now };
+            runner.apply(started.clone());
+            history.push(started);
+        }
+        if runner.apply(message.event.clone()) {
+            history.push(message.event);
+        }
+    }
+
+    let ctx = runner.ctx.clone();
+    let mut cs = ctx.lock();
+    let actions = std::mem::take(&mut cs.actions);
+    let emits = std::mem::take(&mut cs.emits);
+    cs.emits_persisted();
+    let execution_emits = cs.emit_count();
+    let custom_status = cs.custom_status.clone().or(state.custom_status);
+    let name = cs.name.clone();
+    let execution_id = cs.execution_id.clone();
+    drop(cs);
+    let parent = runner.parent.clone();
+
+    let stream = emits
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| NewStreamEvent {
+            seq: state.stream_seq + 1 + i as u64,
+            execution_id: execution_id.clone(),
+            emit_index: e.emit_index,
+            name: e.name,
+            payload: e.payload,
+            emitted_at: e.emitted_at,
+        })
+        .collect::<Vec<_>>();
+    let stream_seq = state.stream_seq + stream.len() as u64;
+
+    let mut commit = TurnCommit {
+        instance_id: instance_id.clone(),
+        consumed,
+        new_execution,
+        history: Vec::new(),
+        history_index: base_len,
+        update: None,
+        activities: Vec::new(),
+        messages: Vec::new(),
+        sub_orchestrations: Vec::new(),
+        stream,
+    };
+    history.extend(actions.iter().map(Action::to_history));
+    let terminal = runner.outcome.is_some();
+    for action in actions {
+        match action {
+            Action::Activity { id, name, input } if !terminal => commit.activities.push(NewActivity {
+                instance_id: instance_id.clone(),
+                execution_id: execution_id.clone(),
+                task_id: id,
+                name,
+                input,
+            }),
+            Action::Timer { id, fire_at } if !terminal => commit.messages.push(NewMessage {
+                instance_id: instance_id.clone(),
+                execution_id: Some(execution_id.clone()),
+                event: HistoryEvent::TimerFired { id, fire_at },
+                visible_at: fire_at,
+            }),
+            Action::SubOrchestration {
+                id,
+                name,
+                instance_id: child,
+                input,
+            } => commit.sub_orchestrations.push(NewInstance {
+                instance_id: child,
+                name,
+                execution_id: uuid::Uuid::new_v4().simple().to_string(),
+                input,
+                parent: Some(ParentInstance {
+                    instance_id: instance_id.clone(),
+                    execution_id: execution_id.clone(),
+                    task_id: id,
+                }),
+                start_at: now,
+                created_at: now,
+            }),
+            _ => {}
+        }
+    }
+
+    let mut update = InstanceUpdate {
+        status,
+        execution_id: execution_id.clone(),
+        input: None,
+        custom_status,
+        output: None,
+        failure: None,
+        history_len: 0,
+        stream_seq,
+        execution_emits,
+    };
+    if new_execution {
+        update.input = Some(
+            history
+                .iter()
+                .find_map(|e| match e {
+                    HistoryEvent::ExecutionStarted { input, .. } => Some(input.clone()),
+                    _ => None,
+                })
+                .unwrap_or(Value::Null),
+        );
+    }
+    let parent_result = |event: HistoryEvent| -> Option<NewMessage> {
+        parent.as_ref().map(|p| NewMessage {
+            instance_id: p.instance_id.clone(),
+            execution_id: Some(p.execution_id.clone()),
+            event,
+            visible_at: now,
+        })
+    };
+    let keep_runner = match runner.outcome.clone() {
+        None => true,
+        Some(Outcome::Completed(output)) => {
+            history.push(HistoryEvent::ExecutionCompleted {
+                output: output.clone(),
+            });
+            update.status = RuntimeStatus::Completed;
+            update.output = Some(output.clone());
+            commit
+                .messages
+                .extend(parent_result(HistoryEvent::SubOrchestrationCompleted {
+                    id: parent.as_ref().map_or(0, |p| p.task_id),
+                    result: output,
+                }));
+            false
+        }
+        Some(Outcome::Failed(failure)) => {
+            history.push(HistoryEvent::ExecutionFailed {
+                failure: failure.clone(),
+            });
+            update.status = RuntimeStatus::Failed;
+            update.failure = Some(failure.clone());
+            commit
+                .messages
+                .extend(parent_result(HistoryEvent::SubOrchestrationFailed {
+                    id: parent.as_ref().map_or(0, |p| p.task_id),
+                    failure,
+                }));
+            false
+        }
+        Some(Outcome::Terminated(reason)) => {
+            update.status = RuntimeStatus::Terminated;
+            update.output = Some(reason.clone().map_or(Value::Null, Value::String));
+            commit
+                .messages
+                .extend(parent_result(HistoryEvent::SubOrchestrationFailed {
+                    id: parent.as_ref().map_or(0, |p| p.task_id),
+                    failure: FailureDetails::new(
+                        "Terminated",
+                        reason.unwrap_or_else(|| "the instance was terminated".into()),
+                    ),
+                }));
+            false
+        }
+        Some(Outcome::ContinuedAsNew(input)) => {
+            let next = uuid::Uuid::new_v4().simple().to_string();
+            commit.messages.push(NewMessage {
+                instance_id: instance_id.clone(),
+                execution_id: Some(next.clone()),
+                event: HistoryEvent::ExecutionStarted {
+                    name: name.clone(),
+                    execution_id: next.clone(),
+                    input: input.clone(),
+                    parent: parent.clone(),
+                },
+                visible_at: now,
+            });
+            // The old execution's history is dropped; the stream goes on.
+            commit.new_execution = true;
+            commit.history_index = 0;
+            history.clear();
+            update.execution_id = next;
+            update.input = Some(input);
+            update.status = RuntimeStatus::Running;
+            update.execution_emits = 0;
+            false
+        }
+    };
+    update.history_len = commit.history_index + history.len() as u64;
+    runner.history_len = update.history_len;
+    commit.history = history;
+    commit.update = Some(update);
+    (commit, keep_runner.then_some(runner))
+}

@@ -1,0 +1,384 @@
+//! Storage: the [`Store`] trait and the data that crosses it.
+//!
+//! A store persists instances, their histories, the orchestration inbox
+//! (messages, with a visible-at time for timers and delayed starts), activity
+//! work items and stream events. Workers claim work with leases; a turn
+//! commits in one transaction through [`Store::commit_turns`], which may
+//! carry several instances' turns at once (group commit).
+//!
+//! The store is used behind `Arc<dyn Store>`; [`SqliteStore`] is the embedded
+//! backend.
+
+mod notify;
+mod sqlite;
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+pub use notify::ChangeFeed;
+pub use sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};
+
+use crate::{
+    FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, ParentInstance,
+    RuntimeStatus, StoreError, StreamEvent,
+};
+
+/// A `Result` with a [`StoreError`].
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A new instance to create (by a client start or a sub-orchestration).
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// The instance id.
+    pub instance_id: InstanceId,
+    /// The orchestration name.
+    pub name: String,
+    /// The execution id of the first execution.
+    pub execution_id: String,
+    /// The input.
+    pub input: Value,
+    /// The parent, for a sub-orchestration.
+    pub parent: Option<ParentInstance>,
+    /// When the first turn may run.
+    pub start_at: DateTime<Utc>,
+    /// When the instance was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewInstance {
+    /// The `ExecutionStarted` message that starts this instance.
+    pub fn start_event(&self) -> HistoryEvent {
+        HistoryEvent::ExecutionStarted {
+            name: self.name.clone(),
+            execution_id: self.execution_id.clone(),
+            input: self.input.clone(),
+            parent: self.parent.clone(),
+        }
+    }
+}
+
+/// What [`Store::create_instance`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The instance was created (replacing a terminal one of the same id).
+    Created,
+    /// An instance with this id exists and is not terminal.
+    AlreadyExists(RuntimeStatus),
+}
+
+/// What [`Store::enqueue_message`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// The message is in the instance's inbox.
+    Enqueued,
+    /// No instance has this id.
+    NotFound,
+    /// The instance is terminal; the message was dropped.
+    Terminal(RuntimeStatus),
+}
+
+/// What [`Store::purge_instance`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeOutcome {
+    /// The instance, its history and its stream were deleted.
+    Purged,
+    /// No instance has this id.
+    NotFound,
+    /// The instance is not terminal and was left alone.
+    NotTerminal(RuntimeStatus),
+}
+
+/// A message in an instance's inbox.
+#[derive(Debug, Clone)]
+pub struct InboxMessage {
+    /// The store's id of the message (deleted when the turn commits).
+    pub id: i64,
+    /// The execution the message is addressed to; `None` for messages to
+    /// whatever execution is current (raised events, control operations).
+    pub execution_id: Option<String>,
+    /// The event.
+    pub event: HistoryEvent,
+}
+
+/// A message to put into an instance's inbox.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The target instance.
+    pub instance_id: InstanceId,
+    /// The execution it is addressed to, if any.
+    pub execution_id: Option<String>,
+    /// The event.
+    pub event: HistoryEvent,
+    /// When it becomes visible to workers.
+    pub visible_at: DateTime<Utc>,
+}
+
+/// The stored state of an instance that a turn starts from.
+#[derive(Debug, Clone)]
+pub struct InstanceState {
+    /// The orchestration name.
+    pub name: String,
+    /// The current execution id.
+    pub execution_id: String,
+    /// The runtime status.
+    pub status: RuntimeStatus,
+    /// The number of history events of the current execution.
+    pub history_len: u64,
+    /// The last stream sequence number of the instance.
+    pub stream_seq: u64,
+    /// The number of stream events the current execution has emitted.
+    pub execution_emits: u64,
+    /// The custom status as JSON text.
+    pub custom_status: Option<String>,
+}
+
+/// An instance claimed by a worker, with the messages its turn consumes.
+#[derive(Debug, Clone)]
+pub struct OrchestrationWorkItem {
+    /// The instance id.
+    pub instance_id: InstanceId,
+    /// Its stored state.
+    pub state: InstanceState,
+    /// The visible messages, oldest first.
+    pub messages: Vec<InboxMessage>,
+}
+
+/// The instance row as a turn leaves it.
+#[derive(Debug, Clone)]
+pub struct InstanceUpdate {
+    /// The runtime status.
+    pub status: RuntimeStatus,
+    /// The current execution id.
+    pub execution_id: String,
+    /// The input of the current execution (set when an execution starts).
+    pub input: Option<Value>,
+    /// The custom status as JSON text.
+    pub custom_status: Option<String>,
+    /// The output, once terminal.
+    pub output: Option<Value>,
+    /// The failure, once failed.
+    pub failure: Option<FailureDetails>,
+    /// The number of history events after the turn.
+    pub history_len: u64,
+    /// The last stream sequence number after the turn.
+    pub stream_seq: u64,
+    /// The number of stream events the current execution has emitted.
+    pub execution_emits: u64,
+}
+
+/// An activity to schedule.
+#[derive(Debug, Clone)]
+pub struct NewActivity {
+    /// The orchestration instance.
+    pub instance_id: InstanceId,
+    /// Its execution.
+    pub execution_id: String,
+    /// The task id in the orchestration's history.
+    pub task_id: u64,
+    /// The activity name.
+    pub name: String,
+    /// The input.
+    pub input: Value,
+}
+
+/// An activity claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct ActivityWorkItem {
+    /// The store's id of the work item.
+    pub id: i64,
+    /// The orchestration instance.
+    pub instance_id: InstanceId,
+    /// Its execution.
+    pub execution_id: String,
+    /// The task id in the orchestration's history.
+    pub task_id: u64,
+    /// The activity name.
+    pub name: String,
+    /// The input.
+    pub input: Value,
+    /// How many times the item has been claimed, this claim included.
+    pub dequeue_count: u32,
+}
+
+/// The result of a finished activity work item.
+#[derive(Debug, Clone)]
+pub struct ActivityCompletion {
+    /// The store's id of the work item.
+    pub work_id: i64,
+    /// The result message (`ActivityCompleted` or `ActivityFailed`) for the
+    /// orchestration.
+    pub message: NewMessage,
+}
+
+/// A stream event to append.
+#[derive(Debug, Clone)]
+pub struct NewStreamEvent {
+    /// The sequence number (per instance, from 1, without gaps).
+    pub seq: u64,
+    /// The execution that emitted it.
+    pub execution_id: String,
+    /// Its index among the emits of that execution (the uniqueness key).
+    pub emit_index: u64,
+    /// The event name.
+    pub name: String,
+    /// The payload as JSON text.
+    pub payload: String,
+    /// The orchestration time of the emit.
+    pub emitted_at: DateTime<Utc>,
+}
+
+/// Everything one orchestration turn writes, committed atomically.
+#[derive(Debug, Clone)]
+pub struct TurnCommit {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// The inbox messages the turn consumed.
+    pub consumed: Vec<i64>,
+    /// Whether the turn started a new execution: the old history is
+    /// deleted before `history` is appended.
+    pub new_execution: bool,
+    /// The history events to append, starting at `history_index`.
+    pub history: Vec<HistoryEvent>,
+    /// The index of the first appended history event.
+    pub history_index: u64,
+    /// The instance row after the turn; `None` leaves it as it is (a turn
+    /// that only dropped late messages).
+    pub update: Option<InstanceUpdate>,
+    /// Activities to schedule.
+    pub activities: Vec<NewActivity>,
+    /// Messages to send (timers, sub-orchestration results, continue-as-new).
+    pub messages: Vec<NewMessage>,
+    /// Sub-orchestrations to create.
+    pub sub_orchestrations: Vec<NewInstance>,
+    /// Stream events to append.
+    pub stream: Vec<NewStreamEvent>,
+}
+
+/// Whether a turn of a [`Store::commit_turns`] batch was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnOutcome {
+    /// Written.
+    Committed,
+    /// The worker no longer held the instance's lease; nothing was written.
+    LeaseLost,
+}
+
+/// A page of stream events with the instance's state at the time of reading.
+#[derive(Debug, Clone)]
+pub struct StreamRead {
+    /// The events after the cursor, in order.
+    pub events: Vec<StreamEvent>,
+    /// The instance's status, read before the events.
+    pub status: RuntimeStatus,
+    /// The instance's stream length, read before the events.
+    pub stream_len: u64,
+}
+
+/// A storage backend.
+///
+/// Methods return boxed futures so that the trait can be used as
+/// `Arc<dyn Store>`. Every backend passes the same conformance suite.
+pub trait Store: Send + Sync + Debug + 'static {
+    /// Creates an instance and enqueues its `ExecutionStarted` message,
+    /// unless a non-terminal instance with the same id exists. A terminal
+    /// instance of the same id is replaced: its history and stream are
+    /// deleted.
+    fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>>;
+
+    /// Puts a message into a non-terminal instance's inbox.
+    fn enqueue_message(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>>;
+
+    /// Claims up to `max` instances with visible messages that no live lease
+    /// holds, leasing them to `owner` for `lease`.
+    fn fetch_orchestrations<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        max: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<OrchestrationWorkItem>>>;
+
+    /// Loads the history of the instance's current execution.
+    fn load_history<'a>(
+        &'a self,
+        instance_id: &'a InstanceId,
+    ) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>>;
+
+    /// Commits several turns in one transaction and releases their leases.
+    /// Turns whose lease `owner` no longer holds are skipped
+    /// ([`TurnOutcome::LeaseLost`]).
+    fn commit_turns<'a>(
+        &'a self,
+        owner: &'a str,
+        turns: Vec<TurnCommit>,
+    ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>>;
+
+    /// Releases the lease on an instance without writing a turn, so that its
+    /// messages can be claimed again (after `retry_after`).
+    fn abandon_orchestration<'a>(
+        &'a self,
+        owner: &'a str,
+        instance_id: &'a InstanceId,
+        retry_after: Duration,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Claims up to `max` activity work items.
+    fn fetch_activities<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        max: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<ActivityWorkItem>>>;
+
+    /// Deletes finished work items still leased by `owner` and delivers
+    /// their result messages, in one transaction. Returns, per completion,
+    /// whether it was delivered (false: the lease was lost and another
+    /// worker owns the item).
+    fn complete_activities<'a>(
+        &'a self,
+        owner: &'a str,
+        completions: Vec<ActivityCompletion>,
+    ) -> BoxFuture<'a, StoreResult<Vec<bool>>>;
+
+    /// Extends every lease `owner` holds.
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Releases every lease `owner` holds (graceful shutdown).
+    fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// The earliest time at which a message or a work item that is not
+    /// visible now becomes visible, or a lease expires.
+    fn next_wakeup(&self) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>>;
+
+    /// Reads an instance's metadata.
+    fn get_instance<'a>(
+        &'a self,
+        instance_id: &'a InstanceId,
+    ) -> BoxFuture<'a, StoreResult<Option<InstanceMetadata>>>;
+
+    /// Lists instances.
+    fn list_instances(&self, query: InstanceQuery) -> BoxFuture<'_, StoreResult<InstancePage>>;
+
+    /// Deletes a terminal instance with its history, inbox, work items and
+    /// stream.
+    fn purge_instance<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<PurgeOutcome>>;
+
+    /// Reads up to `limit` stream events after sequence number `after`.
+    /// `None` if the instance does not exist.
+    fn read_stream<'a>(
+        &'a self,
+        instance_id: &'a InstanceId,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'a, StoreResult<Option<StreamRead>>>;
+
+    /// The in-process change notifications of this store.
+    fn changes(&self) -> &ChangeFeed;
+
+    /// How often waiting loops poll when no notification arrives, for
+    /// writers in other processes. `None` means every writer notifies.
+    fn poll_interval(&self) -> Option<Duration>;
+}

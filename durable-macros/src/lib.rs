@@ -1,0 +1,1 @@
+//! Attribute macros for durable-core and agent-workflows.
