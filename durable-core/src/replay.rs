@@ -17,7 +17,8 @@ use serde_json::Value;
 
 use crate::context::{Action, Limits};
 use crate::store::{
-    InstanceUpdate, NewActivity, NewInstance, NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
+    ActivityCompletion, ActivityKey, InstanceState, InstanceUpdate, MessageSource, NewActivity, NewInstance,
+    NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
 };
 use crate::{
     FailureDetails, HistoryEvent, InstanceId, OrchestrationContext, ParentInstance, Registry, RuntimeStatus,
@@ -104,12 +105,16 @@ impl Runner {
         self.check_fatal();
     }
 
-    pub(crate) fn is_started(&self) -> bool {
-        self.started
+    /// Ends the execution with a failure the runtime found, such as a
+    /// history it cannot read, after `history_len` stored events.
+    pub(crate) fn fail(&mut self, failure: FailureDetails, history_len: u64) {
+        self.future = None;
+        self.outcome = Some(Outcome::Failed(failure));
+        self.history_len = history_len;
     }
 
-    pub(crate) fn execution_id(&self) -> String {
-        self.ctx.execution_id()
+    pub(crate) fn is_started(&self) -> bool {
+        self.started
     }
 
     /// Applies one event; returns whether it belongs in the history.
@@ -238,13 +243,33 @@ fn is_control(event: &HistoryEvent) -> bool {
     )
 }
 
-/// Runs one turn of `item` on `runner` (already replayed, or new) and
-/// returns what to commit. The runner comes back if its execution goes on.
-pub(crate) fn run_turn(
-    mut runner: Runner,
-    item: OrchestrationWorkItem,
-    now: DateTime<Utc>,
-) -> (TurnCommit, Option<Runner>) {
+/// What a turn produced: the commit, the runner if its execution goes on,
+/// and the local activity results the turn could not consume (they go to
+/// the instance's inbox instead).
+#[derive(Debug)]
+pub(crate) struct TurnResult {
+    pub(crate) commit: TurnCommit,
+    pub(crate) runner: Option<Runner>,
+    pub(crate) deferred: Vec<ActivityCompletion>,
+}
+
+/// The instance's state once `commit` is written.
+pub(crate) fn state_after(commit: &TurnCommit, name: &str) -> Option<InstanceState> {
+    let update = commit.update.as_ref()?;
+    Some(InstanceState {
+        name: name.to_owned(),
+        execution_id: update.execution_id.clone(),
+        status: update.status,
+        version: commit.version + 1,
+        history_len: update.history_len,
+        stream_seq: update.stream_seq,
+        execution_emits: update.execution_emits,
+        custom_status: update.custom_status.clone(),
+    })
+}
+
+/// Runs one turn of `item` on `runner` (already replayed, or new).
+pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: DateTime<Utc>) -> TurnResult {
     let OrchestrationWorkItem {
         instance_id,
         state,
@@ -252,42 +277,60 @@ pub(crate) fn run_turn(
     } = item;
     let mut status = state.status;
     let base_len = runner.history_len;
-    let mut consumed = Vec::with_capacity(messages.len());
-    let mut history = Vec::new();
-    let mut new_execution = false;
+    let mut commit = TurnCommit {
+        instance_id: instance_id.clone(),
+        version: state.version,
+        consumed: Vec::new(),
+        completed_activities: Vec::new(),
+        new_execution: false,
+        history: Vec::new(),
+        history_index: base_len,
+        update: None,
+        activities: Vec::new(),
+        claim_activities: false,
+        keep_lease: false,
+        messages: Vec::new(),
+        sub_orchestrations: Vec::new(),
+        stream: Vec::new(),
+    };
+    let mut deferred = Vec::new();
+    let consume = |commit: &mut TurnCommit, source: MessageSource| match source {
+        MessageSource::Inbox(id) => commit.consumed.push(id),
+        MessageSource::Activity(key) => commit.completed_activities.push(key),
+    };
 
     if status.is_terminal() {
         // Late messages for a finished instance: drop them.
-        let commit = TurnCommit {
-            instance_id,
-            consumed: messages.iter().map(|m| m.id).collect(),
-            new_execution: false,
-            history: Vec::new(),
-            history_index: base_len,
-            update: None,
-            activities: Vec::new(),
-            messages: Vec::new(),
-            sub_orchestrations: Vec::new(),
-            stream: Vec::new(),
+        for message in messages {
+            consume(&mut commit, message.source);
+        }
+        return TurnResult {
+            commit,
+            runner: None,
+            deferred,
         };
-        return (commit, None);
     }
 
+    let mut history = Vec::new();
     for message in messages {
-        if status == RuntimeStatus::Suspended && !is_control(&message.event) {
-            continue; // waits in the inbox until the instance is resumed
-        }
-        if let Some(outcome) = &runner.outcome {
+        let waits = (status == RuntimeStatus::Suspended && !is_control(&message.event))
             // Raised events wait for the next execution after continue-as-new.
-            if matches!(outcome, Outcome::ContinuedAsNew(_))
-                && matches!(message.event, HistoryEvent::EventRaised { .. })
-            {
-                continue;
+            || (matches!(runner.outcome, Some(Outcome::ContinuedAsNew(_)))
+                && matches!(message.event, HistoryEvent::EventRaised { .. }));
+        if waits {
+            // It stays in the inbox (a local activity result goes there).
+            if let MessageSource::Activity(key) = message.source {
+                deferred.push(ActivityCompletion {
+                    key,
+                    event: message.event,
+                });
             }
-            consumed.push(message.id);
             continue;
         }
-        consumed.push(message.id);
+        consume(&mut commit, message.source);
+        if runner.outcome.is_some() {
+            continue;
+        }
         if message
             .execution_id
             .as_ref()
@@ -298,7 +341,7 @@ pub(crate) fn run_turn(
         match &message.event {
             HistoryEvent::ExecutionStarted { .. } if runner.is_started() => continue,
             HistoryEvent::ExecutionStarted { .. } => {
-                new_execution = true;
+                commit.new_execution = true;
                 status = RuntimeStatus::Running;
             }
             HistoryEvent::ExecutionSuspended { .. } if status == RuntimeStatus::Running => {
@@ -332,7 +375,7 @@ pub(crate) fn run_turn(
     drop(cs);
     let parent = runner.parent.clone();
 
-    let stream = emits
+    commit.stream = emits
         .into_iter()
         .enumerate()
         .map(|(i, e)| NewStreamEvent {
@@ -343,29 +386,19 @@ pub(crate) fn run_turn(
             payload: e.payload,
             emitted_at: e.emitted_at,
         })
-        .collect::<Vec<_>>();
-    let stream_seq = state.stream_seq + stream.len() as u64;
+        .collect();
+    let stream_seq = state.stream_seq + commit.stream.len() as u64;
 
-    let mut commit = TurnCommit {
-        instance_id: instance_id.clone(),
-        consumed,
-        new_execution,
-        history: Vec::new(),
-        history_index: base_len,
-        update: None,
-        activities: Vec::new(),
-        messages: Vec::new(),
-        sub_orchestrations: Vec::new(),
-        stream,
-    };
     history.extend(actions.iter().map(Action::to_history));
     let terminal = runner.outcome.is_some();
     for action in actions {
         match action {
             Action::Activity { id, name, input } if !terminal => commit.activities.push(NewActivity {
-                instance_id: instance_id.clone(),
-                execution_id: execution_id.clone(),
-                task_id: id,
+                key: ActivityKey {
+                    instance_id: instance_id.clone(),
+                    execution_id: execution_id.clone(),
+                    task_id: id,
+                },
                 name,
                 input,
             }),
@@ -380,7 +413,7 @@ pub(crate) fn run_turn(
                 name,
                 instance_id: child,
                 input,
-            } => commit.sub_orchestrations.push(NewInstance {
+            } if !terminal => commit.sub_orchestrations.push(NewInstance {
                 instance_id: child,
                 name,
                 execution_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -408,16 +441,11 @@ pub(crate) fn run_turn(
         stream_seq,
         execution_emits,
     };
-    if new_execution {
-        update.input = Some(
-            history
-                .iter()
-                .find_map(|e| match e {
-                    HistoryEvent::ExecutionStarted { input, .. } => Some(input.clone()),
-                    _ => None,
-                })
-                .unwrap_or(Value::Null),
-        );
+    if commit.new_execution {
+        update.input = history.iter().find_map(|e| match e {
+            HistoryEvent::ExecutionStarted { input, .. } => Some(input.clone()),
+            _ => None,
+        });
     }
     let parent_result = |event: HistoryEvent| -> Option<NewMessage> {
         parent.as_ref().map(|p| NewMessage {
@@ -427,48 +455,39 @@ pub(crate) fn run_turn(
             visible_at: now,
         })
     };
+    let parent_task = parent.as_ref().map_or(0, |p| p.task_id);
     let keep_runner = match runner.outcome.clone() {
         None => true,
         Some(Outcome::Completed(output)) => {
-            history.push(HistoryEvent::ExecutionCompleted {
-                output: output.clone(),
-            });
+            history.push(HistoryEvent::ExecutionCompleted { output: output.clone() });
             update.status = RuntimeStatus::Completed;
             update.output = Some(output.clone());
-            commit
-                .messages
-                .extend(parent_result(HistoryEvent::SubOrchestrationCompleted {
-                    id: parent.as_ref().map_or(0, |p| p.task_id),
-                    result: output,
-                }));
+            commit.messages.extend(parent_result(HistoryEvent::SubOrchestrationCompleted {
+                id: parent_task,
+                result: output,
+            }));
             false
         }
         Some(Outcome::Failed(failure)) => {
-            history.push(HistoryEvent::ExecutionFailed {
-                failure: failure.clone(),
-            });
+            history.push(HistoryEvent::ExecutionFailed { failure: failure.clone() });
             update.status = RuntimeStatus::Failed;
             update.failure = Some(failure.clone());
-            commit
-                .messages
-                .extend(parent_result(HistoryEvent::SubOrchestrationFailed {
-                    id: parent.as_ref().map_or(0, |p| p.task_id),
-                    failure,
-                }));
+            commit.messages.extend(parent_result(HistoryEvent::SubOrchestrationFailed {
+                id: parent_task,
+                failure,
+            }));
             false
         }
         Some(Outcome::Terminated(reason)) => {
             update.status = RuntimeStatus::Terminated;
             update.output = Some(reason.clone().map_or(Value::Null, Value::String));
-            commit
-                .messages
-                .extend(parent_result(HistoryEvent::SubOrchestrationFailed {
-                    id: parent.as_ref().map_or(0, |p| p.task_id),
-                    failure: FailureDetails::new(
-                        "Terminated",
-                        reason.unwrap_or_else(|| "the instance was terminated".into()),
-                    ),
-                }));
+            commit.messages.extend(parent_result(HistoryEvent::SubOrchestrationFailed {
+                id: parent_task,
+                failure: FailureDetails::new(
+                    "Terminated",
+                    reason.unwrap_or_else(|| "the instance was terminated".into()),
+                ),
+            }));
             false
         }
         Some(Outcome::ContinuedAsNew(input)) => {
@@ -499,5 +518,9 @@ pub(crate) fn run_turn(
     runner.history_len = update.history_len;
     commit.history = history;
     commit.update = Some(update);
-    (commit, keep_runner.then_some(runner))
+    TurnResult {
+        commit,
+        runner: keep_runner.then_some(runner),
+        deferred,
+    }
 }

@@ -2,23 +2,29 @@
 //!
 //! A worker runs four tasks on the current tokio runtime:
 //!
-//! * the **orchestration dispatcher** claims batches of instances with
-//!   visible messages, runs one turn for each and commits the whole batch
-//!   in one transaction (group commit). Orchestrations whose execution goes
-//!   on stay in memory (an LRU cache), so the next turn continues where the
-//!   last one stopped instead of replaying the history;
-//! * the **activity dispatcher** claims activity work items and runs them
-//!   concurrently, up to a limit;
-//! * the **completer** writes finished activities' results in batches;
+//! * the **dispatcher** runs orchestration turns. It keeps the orchestrations
+//!   it runs in memory between turns (an LRU cache) and holds a lease on
+//!   each, so the next turn continues where the last one stopped instead of
+//!   replaying the history. It collects the turns that are ready (activity
+//!   results handed over in memory, and messages from the store) and
+//!   commits them together in one transaction (group commit);
+//! * the **activity runner** runs activities, up to a concurrency limit.
+//!   Activities a turn schedules are claimed in the turn's own transaction
+//!   and handed to the runner in memory; their results go back to the
+//!   dispatcher in memory, so one step of an orchestration costs one
+//!   transaction;
+//! * the **activity fetcher** claims activities left in the store (by a
+//!   worker that died, or scheduled while this one was busy);
 //! * the **lease keeper** extends the leases the worker holds.
 //!
-//! Nothing polls on the hot path: the store wakes the dispatchers of its
-//! own process after each commit. Timers and writers in other processes
-//! are noticed through the store's next wake-up time and polling with
-//! backoff. A worker that dies loses its leases when they expire and
-//! another worker takes the work over.
+//! Nothing polls on the hot path: the store signals the dispatcher and the
+//! fetcher of its own process after each commit. Timers and writers in
+//! other processes are noticed through the store's next wake-up time and
+//! polling with backoff. A worker that dies loses its leases when they
+//! expire and another worker takes the work over.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,13 +32,15 @@ use chrono::Utc;
 use futures::FutureExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::context::Limits;
-use crate::replay::{panic_message, run_turn, Runner};
+use crate::replay::{panic_message, run_turn, state_after, Runner, TurnResult};
 use crate::store::{
-    ActivityCompletion, ActivityWorkItem, NewMessage, OrchestrationWorkItem, Store, TurnOutcome,
+    ActivityCompletion, ActivityWorkItem, CommitBatch, InboxMessage, InstanceState, MessageSource,
+    OrchestrationWorkItem, Store, TurnOutcome,
 };
-use crate::{ActivityContext, FailureDetails, HistoryEvent, InstanceId, Registry, Result};
+use crate::{ActivityContext, FailureDetails, HistoryEvent, InstanceId, Registry, Result, StoreError};
 
 /// Settings of a [`Worker`].
 #[derive(Debug, Clone)]
@@ -51,7 +59,7 @@ impl Default for WorkerOptions {
             orchestration_batch: 64,
             activity_concurrency: 64,
             lease: Duration::from_secs(30),
-            cache_capacity: 4096,
+            cache_capacity: 1024,
             shutdown_timeout: Duration::from_secs(30),
             limits: Limits::default(),
         }
@@ -86,7 +94,7 @@ impl WorkerOptions {
     }
 
     /// How many running orchestrations stay in memory between turns
-    /// (default 4,096). Others are replayed from history when they next run.
+    /// (default 1,024). Others are replayed from history when they next run.
     pub fn cache_capacity(mut self, n: usize) -> Self {
         self.cache_capacity = n;
         self
@@ -114,10 +122,8 @@ pub struct Worker {
     store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
     keeper_stop: watch::Sender<bool>,
-    shutdown_timeout: Duration,
-    orchestrations: Option<JoinHandle<()>>,
-    activities: Option<JoinHandle<()>>,
-    completer: Option<JoinHandle<()>>,
+    dispatcher: Option<JoinHandle<()>>,
+    fetcher: Option<JoinHandle<()>>,
     lease_keeper: Option<JoinHandle<()>>,
 }
 
@@ -145,27 +151,34 @@ impl Worker {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let registry = Arc::new(registry);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (completions_tx, completions_rx) = mpsc::unbounded_channel();
-
-        let dispatcher = OrchestrationDispatcher {
-            store: store.clone(),
-            registry: registry.clone(),
-            owner: id.clone(),
-            options: options.clone(),
-            cache: RunnerCache::new(options.cache_capacity),
+        let activities = ActivityRunner {
+            registry: Arc::new(registry.clone()),
+            slots: Arc::new(Semaphore::new(options.activity_concurrency)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            completions: completions_tx,
         };
-        let orchestrations = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
-        let activities = tokio::spawn(run_activities(
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            registry: Arc::new(registry),
+            owner: id.clone(),
+            cache: RunnerCache::new(options.cache_capacity),
+            options: options.clone(),
+            activities: activities.clone(),
+            completions: completions_rx,
+            foreign: Vec::new(),
+            release: Vec::new(),
+            shutting_down: false,
+        };
+        let dispatcher = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
+        let fetcher = tokio::spawn(fetch_activities(
             store.clone(),
-            registry,
             id.clone(),
             options.clone(),
-            shutdown_rx.clone(),
-            completions_tx,
+            activities,
+            shutdown_rx,
         ));
-        let completer = tokio::spawn(run_completer(store.clone(), id.clone(), completions_rx));
         let (keeper_stop, keeper_rx) = watch::channel(false);
         let lease_keeper = tokio::spawn(keep_leases(store.clone(), id.clone(), options.lease, keeper_rx));
         tracing::debug!(worker = %id, "worker started");
@@ -174,10 +187,8 @@ impl Worker {
             store,
             shutdown,
             keeper_stop,
-            shutdown_timeout: options.shutdown_timeout,
-            orchestrations: Some(orchestrations),
-            activities: Some(activities),
-            completer: Some(completer),
+            dispatcher: Some(dispatcher),
+            fetcher: Some(fetcher),
             lease_keeper: Some(lease_keeper),
         })
     }
@@ -187,10 +198,10 @@ impl Worker {
         &self.id
     }
 
-    /// Stops gracefully: stops claiming work, commits the orchestration
-    /// batch in progress, waits for running activities (up to the shutdown
-    /// timeout) and writes their results, then releases every lease so that
-    /// other workers can take the rest at once.
+    /// Stops gracefully: stops taking new work, waits for running
+    /// activities (up to the shutdown timeout) and commits their results,
+    /// then releases every lease so that other workers can take the rest at
+    /// once.
     ///
     /// # Errors
     ///
@@ -198,22 +209,9 @@ impl Worker {
     /// expire on their own).
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.shutdown.send(true);
-        for handle in [self.orchestrations.take(), self.activities.take()]
-            .into_iter()
-            .flatten()
-        {
+        for handle in [self.fetcher.take(), self.dispatcher.take()].into_iter().flatten() {
             if let Err(e) = handle.await {
                 tracing::error!(worker = %self.id, error = %e, "worker task ended abnormally");
-            }
-        }
-        if let Some(completer) = self.completer.take() {
-            // Results of activities still running past the timeout are lost;
-            // those activities run again once their leases expire.
-            if tokio::time::timeout(self.shutdown_timeout, completer)
-                .await
-                .is_err()
-            {
-                tracing::warn!(worker = %self.id, "activity results still pending at shutdown");
             }
         }
         let _ = self.keeper_stop.send(true);
@@ -264,9 +262,10 @@ impl Backoff {
     }
 }
 
-/// How long an idle loop may sleep: until the store's next wake-up time or
-/// the next poll, whichever is first.
-async fn idle_wait(store: &dyn Store, backoff: &mut Backoff) -> Duration {
+/// When an idle loop should look at the store again: at the store's next
+/// wake-up time (a timer, a lease that expires) or the next poll, whichever
+/// is first.
+async fn next_look(store: &dyn Store, backoff: &mut Backoff) -> Instant {
     let poll = backoff.next_delay();
     let wakeup = match store.next_wakeup().await {
         Ok(Some(at)) => Some(
@@ -281,11 +280,19 @@ async fn idle_wait(store: &dyn Store, backoff: &mut Backoff) -> Duration {
             Some(Duration::from_secs(1))
         }
     };
-    [poll, wakeup]
+    let wait = [poll, wakeup]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(Duration::from_secs(3600))
+        .unwrap_or(Duration::from_secs(3600));
+    Instant::now() + wait
+}
+
+/// An orchestration kept in memory between turns, with the state of its
+/// instance as its last committed turn left it.
+struct Cached {
+    runner: Runner,
+    state: InstanceState,
 }
 
 /// Running orchestrations kept in memory between turns, least recently used
@@ -293,7 +300,7 @@ async fn idle_wait(store: &dyn Store, backoff: &mut Backoff) -> Duration {
 struct RunnerCache {
     capacity: usize,
     tick: u64,
-    entries: HashMap<InstanceId, (u64, Runner)>,
+    entries: HashMap<InstanceId, (u64, Cached)>,
     order: BTreeMap<u64, InstanceId>,
 }
 
@@ -307,244 +314,455 @@ impl RunnerCache {
         }
     }
 
-    fn take(&mut self, id: &InstanceId) -> Option<Runner> {
-        let (tick, runner) = self.entries.remove(id)?;
-        self.order.remove(&tick);
-        Some(runner)
+    fn get(&self, id: &InstanceId) -> Option<&Cached> {
+        self.entries.get(id).map(|(_, cached)| cached)
     }
 
-    fn put(&mut self, id: InstanceId, runner: Runner) {
-        if self.capacity == 0 {
-            return;
-        }
+    fn take(&mut self, id: &InstanceId) -> Option<Cached> {
+        let (tick, cached) = self.entries.remove(id)?;
+        self.order.remove(&tick);
+        Some(cached)
+    }
+
+    /// Keeps `cached`; returns the instances evicted to make room.
+    fn put(&mut self, id: InstanceId, cached: Cached) -> Vec<InstanceId> {
         self.tick += 1;
         self.order.insert(self.tick, id.clone());
-        if let Some((old, _)) = self.entries.insert(id, (self.tick, runner)) {
+        if let Some((old, _)) = self.entries.insert(id, (self.tick, cached)) {
             self.order.remove(&old);
         }
+        let mut evicted = Vec::new();
         while self.entries.len() > self.capacity {
             let Some((_, oldest)) = self.order.pop_first() else {
                 break;
             };
             self.entries.remove(&oldest);
+            evicted.push(oldest);
         }
+        evicted
     }
 }
 
-struct OrchestrationDispatcher {
+/// Runs activities on the worker's runtime, up to the concurrency limit,
+/// and hands their results to the dispatcher.
+#[derive(Clone)]
+struct ActivityRunner {
+    registry: Arc<Registry>,
+    slots: Arc<Semaphore>,
+    /// Activities claimed by this worker and not yet finished.
+    in_flight: Arc<AtomicUsize>,
+    completions: mpsc::UnboundedSender<ActivityCompletion>,
+}
+
+impl ActivityRunner {
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Called by the dispatcher when it receives a result.
+    fn finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Starts a claimed activity; it waits for a free slot.
+    fn run(&self, item: ActivityWorkItem) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = this.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let completion = execute_activity(&this.registry, item).await;
+            let _ = this.completions.send(completion);
+        });
+    }
+}
+
+struct Dispatcher {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     owner: String,
     options: WorkerOptions,
     cache: RunnerCache,
+    activities: ActivityRunner,
+    completions: mpsc::UnboundedReceiver<ActivityCompletion>,
+    /// Activity results for instances not held here: they go to the inbox.
+    foreign: Vec<ActivityCompletion>,
+    /// Instances whose lease to give up with the next commit.
+    release: Vec<InstanceId>,
+    shutting_down: bool,
 }
 
-impl OrchestrationDispatcher {
+/// The turns to run in one batch, by instance, in arrival order.
+#[derive(Default)]
+struct Pending {
+    order: Vec<InstanceId>,
+    items: HashMap<InstanceId, (Option<InstanceState>, Vec<InboxMessage>)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn add(&mut self, id: &InstanceId, state: Option<InstanceState>, messages: Vec<InboxMessage>) {
+        if !self.items.contains_key(id) {
+            self.order.push(id.clone());
+        }
+        let entry = self.items.entry(id.clone()).or_insert((None, Vec::new()));
+        if state.is_some() {
+            entry.0 = state;
+        }
+        entry.1.extend(messages);
+    }
+}
+
+impl Dispatcher {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let store = self.store.clone();
+        let mut work = store.changes().orchestration_work();
         let mut backoff = Backoff::new(store.poll_interval());
+        let mut look_at = Instant::now();
+        let mut error_backoff = Duration::from_millis(10);
         loop {
-            if *shutdown.borrow() {
-                break;
+            if *shutdown.borrow() && !self.shutting_down {
+                self.shutting_down = true;
+                // Let the activities this worker runs finish in time.
+                let deadline = Instant::now() + self.options.shutdown_timeout;
+                look_at = deadline;
             }
-            let notified = store.changes().orchestration_work().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match store
-                .fetch_orchestrations(&self.owner, self.options.lease, self.options.orchestration_batch)
-                .await
-            {
-                Ok(items) if !items.is_empty() => {
-                    backoff.reset();
-                    self.process(items).await;
+            let mut pending = Pending::default();
+            self.take_completions(&mut pending);
+            let look = !self.shutting_down && (work.has_changed().unwrap_or(false) || Instant::now() >= look_at);
+            if look {
+                work.borrow_and_update();
+                match self.fetch(&mut pending).await {
+                    Ok(more) => {
+                        look_at = if more {
+                            Instant::now()
+                        } else {
+                            next_look(store.as_ref(), &mut backoff).await
+                        };
+                    }
+                    Err(e) => {
+                        tracing::warn!(worker = %self.owner, error = %e, "could not fetch orchestration work");
+                        look_at = Instant::now() + Duration::from_secs(1);
+                    }
+                }
+            }
+            if pending.is_empty() && self.foreign.is_empty() && self.release.is_empty() {
+                if self.shutting_down {
+                    if self.activities.in_flight() == 0 || Instant::now() >= look_at {
+                        break;
+                    }
+                    tokio::select! {
+                        Some(c) = self.completions.recv() => self.push_completion(&mut pending, c),
+                        () = tokio::time::sleep_until(look_at) => {}
+                    }
+                } else {
+                    tokio::select! {
+                        Some(c) = self.completions.recv() => self.push_completion(&mut pending, c),
+                        _ = work.changed() => backoff.reset(),
+                        () = tokio::time::sleep_until(look_at) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                if pending.is_empty() {
                     continue;
                 }
-                Ok(_) => {}
+                self.take_completions(&mut pending);
+            }
+            match self.process(pending).await {
+                Ok(()) => error_backoff = Duration::from_millis(10),
                 Err(e) => {
-                    tracing::warn!(worker = %self.owner, error = %e, "could not fetch orchestration work");
-                    backoff.reset();
+                    tracing::error!(worker = %self.owner, error = %e, "could not commit orchestration turns");
+                    tokio::time::sleep(error_backoff).await;
+                    error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                    look_at = Instant::now();
                 }
             }
-            let wait = idle_wait(store.as_ref(), &mut backoff).await;
-            tokio::select! {
-                () = &mut notified => backoff.reset(),
-                () = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
+        }
+        // Write what is left; the worker releases all its leases next.
+        let batch = CommitBatch {
+            turns: Vec::new(),
+            completions: std::mem::take(&mut self.foreign),
+            release: Vec::new(),
+        };
+        if !batch.is_empty() {
+            if let Err(e) = store.commit(&self.owner, self.options.lease, batch).await {
+                tracing::warn!(worker = %self.owner, error = %e, "could not store activity results at shutdown");
             }
         }
     }
 
-    async fn runner_for(&mut self, item: &OrchestrationWorkItem) -> Result<Runner, crate::StoreError> {
-        let state = &item.state;
-        if let Some(runner) = self.cache.take(&item.instance_id) {
-            if runner.history_len == state.history_len && runner.execution_id() == state.execution_id {
-                return Ok(runner);
+    fn take_completions(&mut self, pending: &mut Pending) {
+        while let Ok(c) = self.completions.try_recv() {
+            self.push_completion(pending, c);
+        }
+    }
+
+    /// Routes an activity result: to the orchestration in memory if this
+    /// worker holds it, else to the instance's inbox.
+    fn push_completion(&mut self, pending: &mut Pending, completion: ActivityCompletion) {
+        self.activities.finished();
+        let key = &completion.key;
+        let held = self
+            .cache
+            .get(&key.instance_id)
+            .is_some_and(|c| c.state.execution_id == key.execution_id);
+        if held {
+            let id = key.instance_id.clone();
+            let message = InboxMessage {
+                execution_id: Some(key.execution_id.clone()),
+                source: MessageSource::Activity(completion.key),
+                event: completion.event,
+            };
+            pending.add(&id, None, vec![message]);
+        } else {
+            self.foreign.push(completion);
+        }
+    }
+
+    /// Fetches instances with messages in the store; true if there may be
+    /// more than one batch.
+    async fn fetch(&mut self, pending: &mut Pending) -> Result<bool, StoreError> {
+        let max = self.options.orchestration_batch;
+        let items = self
+            .store
+            .fetch_orchestrations(&self.owner, self.options.lease, max)
+            .await?;
+        let more = items.len() >= max;
+        for item in items {
+            pending.add(&item.instance_id, Some(item.state), item.messages);
+        }
+        Ok(more)
+    }
+
+    /// The runner for a turn of `id`: the one in memory if it is current,
+    /// else one replayed from the stored history. `None` if the history
+    /// could not be read for now (the instance is held back and retried).
+    async fn runner_for(&mut self, id: &InstanceId, state: &InstanceState) -> Option<Runner> {
+        if let Some(cached) = self.cache.take(id) {
+            if cached.state == *state {
+                return Some(cached.runner);
             }
         }
         let mut runner = Runner::new(
             self.registry.clone(),
             self.options.limits,
-            item.instance_id.clone(),
+            id.clone(),
             state.name.clone(),
             state.execution_id.clone(),
             state.execution_emits,
         );
         if state.history_len > 0 && !state.status.is_terminal() {
-            let history = self.store.load_history(&item.instance_id).await?;
-            tracing::debug!(instance = %item.instance_id, events = history.len(), "replaying");
-            runner.replay(history);
+            match self.store.load_history(id).await {
+                Ok(history) => {
+                    tracing::debug!(instance = %id, events = history.len(), "replaying");
+                    runner.replay(history);
+                }
+                Err(StoreError::Corrupt(reason)) => runner.fail(
+                    FailureDetails::new(
+                        "CorruptHistory",
+                        format!("the stored history cannot be read: {reason}"),
+                    ),
+                    state.history_len,
+                ),
+                Err(e) => {
+                    // Not a failure of the instance: hold it back and retry.
+                    tracing::warn!(instance = %id, error = %e, "could not load history");
+                    if let Err(e) = self
+                        .store
+                        .abandon_orchestration(&self.owner, id, Duration::from_secs(1))
+                        .await
+                    {
+                        tracing::warn!(instance = %id, error = %e, "could not release the instance");
+                    }
+                    return None;
+                }
+            }
         }
-        Ok(runner)
+        Some(runner)
     }
 
-    async fn process(&mut self, items: Vec<OrchestrationWorkItem>) {
+    /// Runs one turn per pending instance and commits them together.
+    async fn process(&mut self, mut pending: Pending) -> Result<(), StoreError> {
         let now = Utc::now();
-        let mut turns = Vec::with_capacity(items.len());
-        let mut runners = Vec::with_capacity(items.len());
-        for item in items {
-            let runner = match self.runner_for(&item).await {
-                Ok(runner) => runner,
-                Err(e) => {
-                    tracing::warn!(instance = %item.instance_id, error = %e, "could not load history");
-                    abandon(self.store.as_ref(), &self.owner, &item.instance_id).await;
+        let mut results: Vec<(TurnResult, String)> = Vec::with_capacity(pending.order.len());
+        let claim_room = (self.options.activity_concurrency * 2).saturating_sub(self.activities.in_flight());
+        let mut claimed = 0;
+        for id in std::mem::take(&mut pending.order) {
+            let Some((state, messages)) = pending.items.remove(&id) else {
+                continue;
+            };
+            let state = match state.or_else(|| self.cache.get(&id).map(|c| c.state.clone())) {
+                Some(state) => state,
+                None => {
+                    // Handed-over results of an instance no longer in memory.
+                    self.defer(messages);
                     continue;
                 }
             };
-            let (commit, runner) = run_turn(runner, item, now);
-            runners.push(runner);
-            turns.push(commit);
+            let Some(runner) = self.runner_for(&id, &state).await else {
+                // The history could not be loaded; the instance was held back.
+                self.defer(messages);
+                continue;
+            };
+            let name = state.name.clone();
+            let mut result = run_turn(
+                runner,
+                OrchestrationWorkItem {
+                    instance_id: id,
+                    state,
+                    messages,
+                },
+                now,
+            );
+            self.foreign.append(&mut result.deferred);
+            let commit = &mut result.commit;
+            commit.keep_lease = result.runner.is_some() && self.options.cache_capacity > 0 && !self.shutting_down;
+            commit.claim_activities = !self.shutting_down && claimed + commit.activities.len() <= claim_room;
+            if commit.claim_activities {
+                claimed += commit.activities.len();
+            }
+            results.push((result, name));
         }
-        if turns.is_empty() {
-            return;
+        let batch = CommitBatch {
+            turns: results.iter().map(|(r, _)| r.commit.clone()).collect(),
+            completions: std::mem::take(&mut self.foreign),
+            release: std::mem::take(&mut self.release),
+        };
+        if batch.is_empty() {
+            return Ok(());
         }
-        let ids: Vec<InstanceId> = turns.iter().map(|t| t.instance_id.clone()).collect();
-        match self.store.commit_turns(&self.owner, turns).await {
-            Ok(outcomes) => {
-                for ((id, outcome), runner) in ids.into_iter().zip(outcomes).zip(runners) {
-                    match (outcome, runner) {
-                        (TurnOutcome::Committed, Some(runner)) => self.cache.put(id, runner),
-                        (TurnOutcome::LeaseLost, _) => {
-                            tracing::warn!(instance = %id, worker = %self.owner, "lease lost; turn discarded");
+        let outcomes = match self.store.commit(&self.owner, self.options.lease, batch.clone()).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                // Nothing was written: deliver the handed-over results
+                // through the store next time, and give up the instances.
+                self.foreign = batch.completions;
+                self.release = batch.release;
+                for (result, _) in results {
+                    self.requeue_local(&result.commit);
+                    self.release.push(result.commit.instance_id);
+                }
+                return Err(e);
+            }
+        };
+        for ((result, name), outcome) in results.into_iter().zip(outcomes) {
+            let TurnResult { commit, runner, .. } = result;
+            match outcome {
+                TurnOutcome::Committed => {
+                    if commit.claim_activities {
+                        for activity in &commit.activities {
+                            self.activities.run(ActivityWorkItem {
+                                key: activity.key.clone(),
+                                name: activity.name.clone(),
+                                input: activity.input.clone(),
+                                attempt: 1,
+                            });
                         }
-                        _ => {}
+                    }
+                    let state = state_after(&commit, &name);
+                    if let (Some(runner), Some(state), true) = (runner, state, self.options.cache_capacity > 0) {
+                        let evicted = self.cache.put(commit.instance_id, Cached { runner, state });
+                        self.release.extend(evicted);
                     }
                 }
-            }
-            Err(e) => {
-                tracing::error!(worker = %self.owner, error = %e, "could not commit orchestration turns");
-                for id in &ids {
-                    abandon(self.store.as_ref(), &self.owner, id).await;
+                TurnOutcome::Conflict => {
+                    tracing::debug!(instance = %commit.instance_id, worker = %self.owner, "turn conflicted; discarded");
+                    self.requeue_local(&commit);
+                    self.release.push(commit.instance_id);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends handed-over activity results back to the inbox route.
+    fn defer(&mut self, messages: Vec<InboxMessage>) {
+        for m in messages {
+            if let MessageSource::Activity(key) = m.source {
+                self.foreign.push(ActivityCompletion { key, event: m.event });
+            }
+        }
+    }
+
+    /// After a turn was not written, its handed-over activity results go to
+    /// the inbox instead.
+    fn requeue_local(&mut self, commit: &crate::store::TurnCommit) {
+        // The results themselves are in the turn's history; find them there.
+        for key in &commit.completed_activities {
+            let event = commit.history.iter().find(|e| {
+                matches!(e, HistoryEvent::ActivityCompleted { id, .. } | HistoryEvent::ActivityFailed { id, .. } if *id == key.task_id)
+            });
+            if let Some(event) = event {
+                self.foreign.push(ActivityCompletion {
+                    key: key.clone(),
+                    event: event.clone(),
+                });
             }
         }
     }
 }
 
-/// Releases an instance's lease after a failed turn; it is retried after
-/// a second.
-async fn abandon(store: &dyn Store, owner: &str, id: &InstanceId) {
-    if let Err(e) = store
-        .abandon_orchestration(owner, id, Duration::from_secs(1))
-        .await
-    {
-        tracing::warn!(instance = %id, error = %e, "could not release the lease");
-    }
-}
-
-async fn run_activities(
+async fn fetch_activities(
     store: Arc<dyn Store>,
-    registry: Arc<Registry>,
     owner: String,
     options: WorkerOptions,
+    activities: ActivityRunner,
     mut shutdown: watch::Receiver<bool>,
-    completions: mpsc::UnboundedSender<ActivityCompletion>,
 ) {
-    let slots = Arc::new(Semaphore::new(options.activity_concurrency));
+    let mut work = store.changes().activity_work();
     let mut backoff = Backoff::new(store.poll_interval());
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
-        let notified = store.changes().activity_work().notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let free = slots.available_permits() + 1;
-        let items = match store.fetch_activities(&owner, options.lease, free).await {
-            Ok(items) => items,
-            Err(e) => {
-                tracing::warn!(worker = %owner, error = %e, "could not fetch activity work");
-                Vec::new()
+        work.borrow_and_update();
+        let room = options.activity_concurrency.saturating_sub(activities.in_flight());
+        let mut found = false;
+        if room > 0 {
+            match store.fetch_activities(&owner, options.lease, room).await {
+                Ok(items) => {
+                    found = !items.is_empty();
+                    for item in items {
+                        activities.run(item);
+                    }
+                }
+                Err(e) => tracing::warn!(worker = %owner, error = %e, "could not fetch activity work"),
             }
-        };
-        if items.is_empty() {
-            drop(first);
-            let wait = idle_wait(store.as_ref(), &mut backoff).await;
-            tokio::select! {
-                () = &mut notified => backoff.reset(),
-                () = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
-            }
+        }
+        if found {
+            backoff.reset();
             continue;
         }
-        backoff.reset();
-        let mut first = Some(first);
-        for item in items {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => match slots.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) => match slots.clone().acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                },
-            };
-            let registry = registry.clone();
-            let completions = completions.clone();
-            tokio::spawn(async move {
-                let completion = execute_activity(&registry, item).await;
-                let _ = completions.send(completion);
-                drop(permit);
-            });
+        let look_at = if room > 0 {
+            next_look(store.as_ref(), &mut backoff).await
+        } else {
+            Instant::now() + Duration::from_millis(50)
+        };
+        tokio::select! {
+            _ = work.changed() => backoff.reset(),
+            () = tokio::time::sleep_until(look_at) => {}
+            _ = shutdown.changed() => {}
         }
-    }
-    // Graceful shutdown: wait for the activities still running.
-    let all = u32::try_from(options.activity_concurrency).unwrap_or(u32::MAX);
-    if tokio::time::timeout(options.shutdown_timeout, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!(worker = %owner, "activities still running at shutdown; their leases will expire");
     }
 }
 
 async fn execute_activity(registry: &Registry, item: ActivityWorkItem) -> ActivityCompletion {
     let ctx = ActivityContext {
-        instance_id: item.instance_id.clone(),
+        instance_id: item.key.instance_id.clone(),
         name: item.name.clone(),
-        task_id: item.task_id,
-        attempt: item.dequeue_count,
+        task_id: item.key.task_id,
+        attempt: item.attempt,
     };
     let result = match registry.activities.get(&item.name) {
-        Some(f) => match std::panic::AssertUnwindSafe(f(ctx, item.input))
-            .catch_unwind()
-            .await
-        {
+        Some(f) => match std::panic::AssertUnwindSafe(f(ctx, item.input)).catch_unwind().await {
             Ok(result) => result,
             Err(panic) => Err(FailureDetails::new(
                 "Panic",
-                format!(
-                    "activity '{}' panicked: {}",
-                    item.name,
-                    panic_message(panic.as_ref())
-                ),
+                format!("activity '{}' panicked: {}", item.name, panic_message(panic.as_ref())),
             )),
         },
         None => Err(FailureDetails::new(
@@ -552,72 +770,15 @@ async fn execute_activity(registry: &Registry, item: ActivityWorkItem) -> Activi
             format!("no activity named '{}' is registered with this worker", item.name),
         )),
     };
+    let id = item.key.task_id;
     let event = match result {
-        Ok(result) => HistoryEvent::ActivityCompleted {
-            id: item.task_id,
-            result,
-        },
-        Err(failure) => HistoryEvent::ActivityFailed {
-            id: item.task_id,
-            failure,
-        },
+        Ok(result) => HistoryEvent::ActivityCompleted { id, result },
+        Err(failure) => HistoryEvent::ActivityFailed { id, failure },
     };
-    ActivityCompletion {
-        work_id: item.id,
-        message: NewMessage {
-            instance_id: item.instance_id,
-            execution_id: Some(item.execution_id),
-            event,
-            visible_at: Utc::now(),
-        },
-    }
+    ActivityCompletion { key: item.key, event }
 }
 
-async fn run_completer(
-    store: Arc<dyn Store>,
-    owner: String,
-    mut completions: mpsc::UnboundedReceiver<ActivityCompletion>,
-) {
-    const MAX_BATCH: usize = 512;
-    const ATTEMPTS: u32 = 20;
-    while let Some(first) = completions.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match completions.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
-        for attempt in 1..=ATTEMPTS {
-            match store.complete_activities(&owner, batch.clone()).await {
-                Ok(delivered) => {
-                    let lost = delivered.iter().filter(|d| !**d).count();
-                    if lost > 0 {
-                        tracing::warn!(worker = %owner, lost, "activity results dropped: leases lost");
-                    }
-                    break;
-                }
-                Err(e) if attempt < ATTEMPTS => {
-                    tracing::warn!(worker = %owner, error = %e, attempt, "could not store activity results; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => {
-                    tracing::error!(
-                        worker = %owner, error = %e,
-                        "giving up on activity results; they will run again when their leases expire"
-                    );
-                }
-            }
-        }
-    }
-}
-
-async fn keep_leases(
-    store: Arc<dyn Store>,
-    owner: String,
-    lease: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn keep_leases(store: Arc<dyn Store>, owner: String, lease: Duration, mut shutdown: watch::Receiver<bool>) {
     let period = lease / 3;
     loop {
         tokio::select! {

@@ -4,6 +4,7 @@ CREATE TABLE instances (
     name            TEXT    NOT NULL,
     execution_id    TEXT    NOT NULL,
     status          TEXT    NOT NULL,
+    version         INTEGER NOT NULL DEFAULT 0,
     input           TEXT    NOT NULL,
     output          TEXT,
     custom_status   TEXT,
@@ -20,6 +21,7 @@ CREATE TABLE instances (
 );
 CREATE INDEX instances_created ON instances (created_at, instance_id);
 CREATE INDEX instances_lock ON instances (lock_expires);
+CREATE INDEX instances_owner ON instances (lock_owner);
 
 -- History of the current execution of each instance, in order.
 CREATE TABLE history (
@@ -43,9 +45,9 @@ CREATE TABLE messages (
 CREATE INDEX messages_visible ON messages (visible_at);
 CREATE INDEX messages_instance ON messages (instance_id, id);
 
--- Activity work items, claimed with leases.
+-- Activity work items, claimed with leases. A worker that scheduled an
+-- activity usually claims it in the same transaction and runs it itself.
 CREATE TABLE activities (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     instance_id   TEXT    NOT NULL,
     execution_id  TEXT    NOT NULL,
     task_id       INTEGER NOT NULL,
@@ -53,10 +55,11 @@ CREATE TABLE activities (
     input         TEXT    NOT NULL,
     lock_owner    TEXT,
     lock_expires  INTEGER NOT NULL DEFAULT 0,
-    dequeue_count INTEGER NOT NULL DEFAULT 0
+    attempt       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (instance_id, execution_id, task_id)
 );
-CREATE INDEX activities_lock ON activities (lock_expires, id);
-CREATE INDEX activities_instance ON activities (instance_id);
+CREATE INDEX activities_lock ON activities (lock_expires);
+CREATE INDEX activities_owner ON activities (lock_owner);
 
 -- The append-only event stream of each instance. The primary key makes
 -- sequence numbers unique; the second key makes an emit impossible to store

@@ -3,8 +3,8 @@
 //! A store persists instances, their histories, the orchestration inbox
 //! (messages, with a visible-at time for timers and delayed starts), activity
 //! work items and stream events. Workers claim work with leases; a turn
-//! commits in one transaction through [`Store::commit_turns`], which may
-//! carry several instances' turns at once (group commit).
+//! commits in one transaction through [`Store::commit`], which may carry
+//! several instances' turns at once (group commit).
 //!
 //! The store is used behind `Arc<dyn Store>`; [`SqliteStore`] is the embedded
 //! backend.
@@ -92,11 +92,21 @@ pub enum PurgeOutcome {
     NotTerminal(RuntimeStatus),
 }
 
-/// A message in an instance's inbox.
+/// Where a message of a turn came from, so that the commit can remove it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageSource {
+    /// A row of the instance's inbox, deleted when the turn commits.
+    Inbox(i64),
+    /// The result of an activity run by this worker, handed over in memory;
+    /// its work item is deleted when the turn commits.
+    Activity(ActivityKey),
+}
+
+/// A message for an instance's turn.
 #[derive(Debug, Clone)]
 pub struct InboxMessage {
-    /// The store's id of the message (deleted when the turn commits).
-    pub id: i64,
+    /// Where the message came from.
+    pub source: MessageSource,
     /// The execution the message is addressed to; `None` for messages to
     /// whatever execution is current (raised events, control operations).
     pub execution_id: Option<String>,
@@ -118,7 +128,7 @@ pub struct NewMessage {
 }
 
 /// The stored state of an instance that a turn starts from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstanceState {
     /// The orchestration name.
     pub name: String,
@@ -126,6 +136,9 @@ pub struct InstanceState {
     pub execution_id: String,
     /// The runtime status.
     pub status: RuntimeStatus,
+    /// Incremented by every committed turn; a turn commits only if the
+    /// instance still has the version it started from.
+    pub version: u64,
     /// The number of history events of the current execution.
     pub history_len: u64,
     /// The last stream sequence number of the instance.
@@ -136,7 +149,7 @@ pub struct InstanceState {
     pub custom_status: Option<String>,
 }
 
-/// An instance claimed by a worker, with the messages its turn consumes.
+/// An instance with visible messages, fetched for a turn.
 #[derive(Debug, Clone)]
 pub struct OrchestrationWorkItem {
     /// The instance id.
@@ -170,15 +183,22 @@ pub struct InstanceUpdate {
     pub execution_emits: u64,
 }
 
-/// An activity to schedule.
-#[derive(Debug, Clone)]
-pub struct NewActivity {
+/// Identifies an activity work item: one task of one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActivityKey {
     /// The orchestration instance.
     pub instance_id: InstanceId,
     /// Its execution.
     pub execution_id: String,
     /// The task id in the orchestration's history.
     pub task_id: u64,
+}
+
+/// An activity to schedule.
+#[derive(Debug, Clone)]
+pub struct NewActivity {
+    /// Which task it is.
+    pub key: ActivityKey,
     /// The activity name.
     pub name: String,
     /// The input.
@@ -188,30 +208,24 @@ pub struct NewActivity {
 /// An activity claimed by a worker.
 #[derive(Debug, Clone)]
 pub struct ActivityWorkItem {
-    /// The store's id of the work item.
-    pub id: i64,
-    /// The orchestration instance.
-    pub instance_id: InstanceId,
-    /// Its execution.
-    pub execution_id: String,
-    /// The task id in the orchestration's history.
-    pub task_id: u64,
+    /// Which task it is.
+    pub key: ActivityKey,
     /// The activity name.
     pub name: String,
     /// The input.
     pub input: Value,
     /// How many times the item has been claimed, this claim included.
-    pub dequeue_count: u32,
+    pub attempt: u32,
 }
 
-/// The result of a finished activity work item.
+/// The result of an activity whose orchestration the committing worker does
+/// not hold: it goes to the orchestration's inbox.
 #[derive(Debug, Clone)]
 pub struct ActivityCompletion {
-    /// The store's id of the work item.
-    pub work_id: i64,
-    /// The result message (`ActivityCompleted` or `ActivityFailed`) for the
-    /// orchestration.
-    pub message: NewMessage,
+    /// The finished work item, deleted by the commit.
+    pub key: ActivityKey,
+    /// The result (`ActivityCompleted` or `ActivityFailed`).
+    pub event: HistoryEvent,
 }
 
 /// A stream event to append.
@@ -236,8 +250,12 @@ pub struct NewStreamEvent {
 pub struct TurnCommit {
     /// The instance.
     pub instance_id: InstanceId,
+    /// The instance version the turn started from (optimistic concurrency).
+    pub version: u64,
     /// The inbox messages the turn consumed.
     pub consumed: Vec<i64>,
+    /// The activity work items whose results the turn consumed.
+    pub completed_activities: Vec<ActivityKey>,
     /// Whether the turn started a new execution: the old history is
     /// deleted before `history` is appended.
     pub new_execution: bool,
@@ -245,11 +263,18 @@ pub struct TurnCommit {
     pub history: Vec<HistoryEvent>,
     /// The index of the first appended history event.
     pub history_index: u64,
-    /// The instance row after the turn; `None` leaves it as it is (a turn
-    /// that only dropped late messages).
+    /// The instance row after the turn; `None` for a turn that only dropped
+    /// late messages of a terminal instance.
     pub update: Option<InstanceUpdate>,
     /// Activities to schedule.
     pub activities: Vec<NewActivity>,
+    /// Whether the new activities are leased to the committing worker (which
+    /// runs them itself) instead of waiting for any worker to claim them.
+    pub claim_activities: bool,
+    /// Whether the committing worker keeps the instance leased after the
+    /// turn (it keeps the orchestration in memory); otherwise the lease is
+    /// released.
+    pub keep_lease: bool,
     /// Messages to send (timers, sub-orchestration results, continue-as-new).
     pub messages: Vec<NewMessage>,
     /// Sub-orchestrations to create.
@@ -258,13 +283,33 @@ pub struct TurnCommit {
     pub stream: Vec<NewStreamEvent>,
 }
 
-/// Whether a turn of a [`Store::commit_turns`] batch was written.
+/// What one call of [`Store::commit`] writes, in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct CommitBatch {
+    /// Orchestration turns (of different instances).
+    pub turns: Vec<TurnCommit>,
+    /// Results of activities for orchestrations the worker does not hold.
+    pub completions: Vec<ActivityCompletion>,
+    /// Instances whose lease the worker gives up.
+    pub release: Vec<InstanceId>,
+}
+
+impl CommitBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.turns.is_empty() && self.completions.is_empty() && self.release.is_empty()
+    }
+}
+
+/// Whether a turn of a [`Store::commit`] batch was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TurnOutcome {
     /// Written.
     Committed,
-    /// The worker no longer held the instance's lease; nothing was written.
-    LeaseLost,
+    /// The instance changed since the turn read it (another worker committed
+    /// a turn) or another worker holds its lease; nothing of the turn was
+    /// written.
+    Conflict,
 }
 
 /// A page of stream events with the instance's state at the time of reading.
@@ -292,8 +337,10 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Puts a message into a non-terminal instance's inbox.
     fn enqueue_message(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>>;
 
-    /// Claims up to `max` instances with visible messages that no live lease
-    /// holds, leasing them to `owner` for `lease`.
+    /// Fetches up to `max` instances with visible messages that `owner` may
+    /// run a turn of: instances it holds, and instances no live lease holds.
+    /// A backend may lease them to `owner` for `lease` (pessimistic) or rely
+    /// on the version check of [`Store::commit`] (optimistic).
     fn fetch_orchestrations<'a>(
         &'a self,
         owner: &'a str,
@@ -302,22 +349,22 @@ pub trait Store: Send + Sync + Debug + 'static {
     ) -> BoxFuture<'a, StoreResult<Vec<OrchestrationWorkItem>>>;
 
     /// Loads the history of the instance's current execution.
-    fn load_history<'a>(
-        &'a self,
-        instance_id: &'a InstanceId,
-    ) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>>;
+    fn load_history<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>>;
 
-    /// Commits several turns in one transaction and releases their leases.
-    /// Turns whose lease `owner` no longer holds are skipped
-    /// ([`TurnOutcome::LeaseLost`]).
-    fn commit_turns<'a>(
+    /// Writes a batch in one transaction (group commit). A turn is written
+    /// only if the instance still has the turn's version and no other
+    /// worker holds a live lease on it; otherwise it is skipped with
+    /// [`TurnOutcome::Conflict`]. Kept instances stay leased to `owner` for
+    /// `lease`. Returns one outcome per turn.
+    fn commit<'a>(
         &'a self,
         owner: &'a str,
-        turns: Vec<TurnCommit>,
+        lease: Duration,
+        batch: CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>>;
 
-    /// Releases the lease on an instance without writing a turn, so that its
-    /// messages can be claimed again (after `retry_after`).
+    /// Holds an instance back for `retry_after` after a turn could not be
+    /// run or written, and releases `owner`'s lease on it.
     fn abandon_orchestration<'a>(
         &'a self,
         owner: &'a str,
@@ -325,7 +372,7 @@ pub trait Store: Send + Sync + Debug + 'static {
         retry_after: Duration,
     ) -> BoxFuture<'a, StoreResult<()>>;
 
-    /// Claims up to `max` activity work items.
+    /// Claims up to `max` activity work items that no live lease holds.
     fn fetch_activities<'a>(
         &'a self,
         owner: &'a str,
@@ -333,24 +380,14 @@ pub trait Store: Send + Sync + Debug + 'static {
         max: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<ActivityWorkItem>>>;
 
-    /// Deletes finished work items still leased by `owner` and delivers
-    /// their result messages, in one transaction. Returns, per completion,
-    /// whether it was delivered (false: the lease was lost and another
-    /// worker owns the item).
-    fn complete_activities<'a>(
-        &'a self,
-        owner: &'a str,
-        completions: Vec<ActivityCompletion>,
-    ) -> BoxFuture<'a, StoreResult<Vec<bool>>>;
-
     /// Extends every lease `owner` holds.
     fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>>;
 
     /// Releases every lease `owner` holds (graceful shutdown).
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>>;
 
-    /// The earliest time at which a message or a work item that is not
-    /// visible now becomes visible, or a lease expires.
+    /// The earliest time after now at which a message becomes visible or a
+    /// lease expires (when a waiting worker should look again).
     fn next_wakeup(&self) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>>;
 
     /// Reads an instance's metadata.

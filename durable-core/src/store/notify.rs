@@ -8,16 +8,31 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::InstanceId;
 
 /// Wakes waiting workers and watchers after commits.
-#[derive(Debug, Default)]
+///
+/// Work signals are [`watch`] channels: a worker checks
+/// [`watch::Receiver::has_changed`] without waiting while it is busy, and
+/// awaits [`watch::Receiver::changed`] when it is idle; no signal is lost
+/// in between.
+#[derive(Debug)]
 pub struct ChangeFeed {
-    orchestration_work: Notify,
-    activity_work: Notify,
+    orchestration_work: watch::Sender<u64>,
+    activity_work: watch::Sender<u64>,
     instances: Mutex<HashMap<InstanceId, Weak<Notify>>>,
+}
+
+impl Default for ChangeFeed {
+    fn default() -> Self {
+        Self {
+            orchestration_work: watch::Sender::new(0),
+            activity_work: watch::Sender::new(0),
+            instances: Mutex::default(),
+        }
+    }
 }
 
 impl ChangeFeed {
@@ -26,24 +41,25 @@ impl ChangeFeed {
         Self::default()
     }
 
-    /// Notified when orchestration messages were enqueued.
-    pub fn orchestration_work(&self) -> &Notify {
-        &self.orchestration_work
+    /// A receiver that changes when orchestration messages were enqueued.
+    pub fn orchestration_work(&self) -> watch::Receiver<u64> {
+        self.orchestration_work.subscribe()
     }
 
-    /// Notified when activity work items were enqueued.
-    pub fn activity_work(&self) -> &Notify {
-        &self.activity_work
+    /// A receiver that changes when unclaimed activity work items were
+    /// enqueued or leases were released.
+    pub fn activity_work(&self) -> watch::Receiver<u64> {
+        self.activity_work.subscribe()
     }
 
-    /// Wakes the orchestration dispatchers.
+    /// Signals the orchestration dispatchers.
     pub fn notify_orchestration_work(&self) {
-        self.orchestration_work.notify_waiters();
+        self.orchestration_work.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Wakes the activity dispatchers.
+    /// Signals the activity dispatchers.
     pub fn notify_activity_work(&self) {
-        self.activity_work.notify_waiters();
+        self.activity_work.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A handle notified whenever the instance's stream or status changes.

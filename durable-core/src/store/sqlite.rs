@@ -6,6 +6,7 @@
 //! file wait for the lock (busy timeout). Reads use a small pool of their
 //! own connections and never wait for the writer (WAL).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -19,13 +20,13 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{
-    ActivityCompletion, ActivityWorkItem, ChangeFeed, CreateOutcome, EnqueueOutcome, InboxMessage,
-    InstanceState, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store, StoreResult,
-    StreamRead, TurnCommit, TurnOutcome,
+    ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
+    InstanceState, MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store,
+    StoreResult, StreamRead, TurnCommit, TurnOutcome,
 };
 use crate::instance::parse_continuation;
 use crate::{
-    HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, StoreError,
+    FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, StoreError,
     StreamEvent,
 };
 
@@ -423,27 +424,239 @@ async fn insert_messages(tx: &mut Transaction<'static, Sqlite>, messages: &[NewM
     Ok(())
 }
 
-impl SqliteStore {
-    async fn commit_turns_inner(&self, owner: &str, turns: Vec<TurnCommit>) -> StoreResult<Vec<TurnOutcome>> {
-        let now = now_ms();
-        let mut tx = self.begin().await?;
-        let mut outcomes = Vec::with_capacity(turns.len());
-        let (mut wake_orchestrations, mut wake_activities) = (false, false);
-        for turn in &turns {
-            let holder: Option<(Option<String>,)> =
-                sqlx::query_as("SELECT lock_owner FROM instances WHERE instance_id = ?")
-                    .bind(turn.instance_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            if holder.and_then(|(o,)| o).as_deref() != Some(owner) {
-                outcomes.push(TurnOutcome::LeaseLost);
-                continue;
+fn state_of(row: &SqliteRow) -> StoreResult<InstanceState> {
+    Ok(InstanceState {
+        name: row.try_get("name").map_err(db)?,
+        execution_id: row.try_get("execution_id").map_err(db)?,
+        status: status_of(row.try_get::<&str, _>("status").map_err(db)?)?,
+        version: u64_of(row.try_get("version").map_err(db)?),
+        history_len: u64_of(row.try_get("history_len").map_err(db)?),
+        stream_seq: u64_of(row.try_get("stream_seq").map_err(db)?),
+        execution_emits: u64_of(row.try_get("execution_emits").map_err(db)?),
+        custom_status: row.try_get("custom_status").map_err(db)?,
+    })
+}
+
+async fn delete_activity(tx: &mut Transaction<'static, Sqlite>, key: &ActivityKey) -> StoreResult<()> {
+    sqlx::query("DELETE FROM activities WHERE instance_id = ? AND execution_id = ? AND task_id = ?")
+        .bind(key.instance_id.as_str())
+        .bind(key.execution_id.as_str())
+        .bind(i64_of(key.task_id))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+async fn delete_by_ids(tx: &mut Transaction<'static, Sqlite>, table: &str, ids: &[i64]) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!("DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))"))
+        .bind(json_list(ids))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Writes one turn; false (and nothing written) if the instance changed
+/// since the turn read it or another worker holds its lease.
+async fn write_turn(
+    tx: &mut Transaction<'static, Sqlite>,
+    owner: &str,
+    lease_until: i64,
+    turn: &TurnCommit,
+    now: i64,
+) -> StoreResult<bool> {
+    let id = turn.instance_id.as_str();
+    let Some(u) = &turn.update else {
+        // Late messages of a terminal instance: drop them.
+        delete_by_ids(tx, "messages", &turn.consumed).await?;
+        return Ok(true);
+    };
+    let terminal = u.status.is_terminal();
+    let (lock_owner, lock_expires) = if turn.keep_lease && !terminal {
+        (Some(owner), lease_until)
+    } else {
+        (None, 0)
+    };
+    let updated = sqlx::query(
+        "UPDATE instances SET status = ?, execution_id = ?, input = COALESCE(?, input), \
+         custom_status = ?, output = ?, failure = ?, updated_at = ?, completed_at = ?, \
+         history_len = ?, stream_seq = ?, execution_emits = ?, version = version + 1, \
+         lock_owner = ?, lock_expires = ? \
+         WHERE instance_id = ? AND version = ? AND (lock_owner = ? OR lock_expires <= ?)",
+    )
+    .bind(u.status.as_str())
+    .bind(&u.execution_id)
+    .bind(u.input.as_ref().map(to_json).transpose()?)
+    .bind(&u.custom_status)
+    .bind(u.output.as_ref().map(to_json).transpose()?)
+    .bind(u.failure.as_ref().map(to_json).transpose()?)
+    .bind(now)
+    .bind(terminal.then_some(now))
+    .bind(i64_of(u.history_len))
+    .bind(i64_of(u.stream_seq))
+    .bind(i64_of(u.execution_emits))
+    .bind(lock_owner)
+    .bind(lock_expires)
+    .bind(id)
+    .bind(i64_of(turn.version))
+    .bind(owner)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    if updated == 0 {
+        return Ok(false);
+    }
+    if turn.new_execution {
+        sqlx::query("DELETE FROM history WHERE instance_id = ?")
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+    }
+    for (chunk_no, chunk) in turn.history.chunks(INSERT_CHUNK).enumerate() {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (i, event) in chunk.iter().enumerate() {
+            let idx = turn.history_index + (chunk_no * INSERT_CHUNK + i) as u64;
+            rows.push((i64_of(idx), to_json(event)?));
+        }
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("INSERT INTO history (instance_id, idx, event) ");
+        qb.push_values(rows, |mut b, (idx, event)| {
+            b.push_bind(id).push_bind(idx).push_bind(event);
+        });
+        qb.build().execute(&mut **tx).await.map_err(db)?;
+    }
+    if terminal {
+        // Nothing will consume them any more.
+        for table in ["messages", "activities"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ?"))
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+    } else {
+        delete_by_ids(tx, "messages", &turn.consumed).await?;
+        for key in &turn.completed_activities {
+            delete_activity(tx, key).await?;
+        }
+        for chunk in turn.activities.chunks(INSERT_CHUNK) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for a in chunk {
+                rows.push((a, to_json(&a.input)?));
             }
-            self.write_turn(&mut tx, turn, now).await?;
-            wake_orchestrations |= !turn.messages.is_empty() || !turn.sub_orchestrations.is_empty();
-            wake_activities |= !turn.activities.is_empty();
-            outcomes.push(TurnOutcome::Committed);
+            let (claim_owner, claim_until, attempt) = if turn.claim_activities {
+                (Some(owner), lease_until, 1)
+            } else {
+                (None, 0, 0)
+            };
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
+                 lock_expires, attempt) ",
+            );
+            qb.push_values(rows, |mut b, (a, input)| {
+                b.push_bind(a.key.instance_id.as_str())
+                    .push_bind(a.key.execution_id.as_str())
+                    .push_bind(i64_of(a.key.task_id))
+                    .push_bind(a.name.as_str())
+                    .push_bind(input)
+                    .push_bind(claim_owner)
+                    .push_bind(claim_until)
+                    .push_bind(attempt);
+            });
+            qb.build().execute(&mut **tx).await.map_err(db)?;
+        }
+    }
+    insert_messages(tx, &turn.messages).await?;
+    for child in &turn.sub_orchestrations {
+        if let CreateOutcome::AlreadyExists(status) = insert_instance(tx, child).await? {
+            if let Some(parent) = &child.parent {
+                let failure = FailureDetails::new(
+                    "InstanceAlreadyExists",
+                    format!("instance '{}' already exists and is {status}", child.instance_id),
+                );
+                let message = NewMessage {
+                    instance_id: parent.instance_id.clone(),
+                    execution_id: Some(parent.execution_id.clone()),
+                    event: HistoryEvent::SubOrchestrationFailed {
+                        id: parent.task_id,
+                        failure,
+                    },
+                    visible_at: from_ms(now),
+                };
+                insert_messages(tx, &[message]).await?;
+            }
+        }
+    }
+    for chunk in turn.stream.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) ",
+        );
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(id)
+                .push_bind(i64_of(e.seq))
+                .push_bind(e.execution_id.as_str())
+                .push_bind(i64_of(e.emit_index))
+                .push_bind(e.name.as_str())
+                .push_bind(e.payload.as_str())
+                .push_bind(ms(e.emitted_at));
+        });
+        qb.build().execute(&mut **tx).await.map_err(db)?;
+    }
+    Ok(true)
+}
+
+impl SqliteStore {
+    async fn commit_inner(&self, owner: &str, lease: Duration, batch: CommitBatch) -> StoreResult<Vec<TurnOutcome>> {
+        let now = now_ms();
+        let lease_until = lease_end(lease);
+        let mut tx = self.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.turns.len());
+        let (mut wake_orchestrations, mut wake_activities) = (false, false);
+        for turn in &batch.turns {
+            let committed = write_turn(&mut tx, owner, lease_until, turn, now).await?;
+            if committed {
+                wake_orchestrations |= turn.messages.iter().any(|m| ms(m.visible_at) <= now)
+                    || !turn.sub_orchestrations.is_empty();
+                wake_activities |= !turn.claim_activities && !turn.activities.is_empty();
+            }
+            outcomes.push(if committed { TurnOutcome::Committed } else { TurnOutcome::Conflict });
+        }
+        for completion in &batch.completions {
+            delete_activity(&mut tx, &completion.key).await?;
+            let key = &completion.key;
+            let delivered = sqlx::query(
+                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+                 SELECT ?, ?, 'Result', ?, ? WHERE EXISTS (SELECT 1 FROM instances \
+                 WHERE instance_id = ? AND status NOT IN ('Completed', 'Failed', 'Terminated'))",
+            )
+            .bind(key.instance_id.as_str())
+            .bind(key.execution_id.as_str())
+            .bind(to_json(&completion.event)?)
+            .bind(now)
+            .bind(key.instance_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            wake_orchestrations |= delivered > 0;
+        }
+        for instance_id in &batch.release {
+            sqlx::query(
+                "UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
+                 WHERE instance_id = ? AND lock_owner = ?",
+            )
+            .bind(instance_id.as_str())
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            wake_orchestrations = true;
         }
         tx.commit().await.map_err(db)?;
         if wake_orchestrations {
@@ -452,7 +665,7 @@ impl SqliteStore {
         if wake_activities {
             self.changes.notify_activity_work();
         }
-        for (turn, outcome) in turns.iter().zip(&outcomes) {
+        for (turn, outcome) in batch.turns.iter().zip(&outcomes) {
             if *outcome == TurnOutcome::Committed {
                 self.changes.notify_instance(&turn.instance_id);
             }
@@ -460,222 +673,64 @@ impl SqliteStore {
         Ok(outcomes)
     }
 
-    async fn write_turn(
-        &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        turn: &TurnCommit,
-        now: i64,
-    ) -> StoreResult<()> {
-        let id = turn.instance_id.as_str();
-        if turn.new_execution {
-            sqlx::query("DELETE FROM history WHERE instance_id = ?")
-                .bind(id)
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
-        }
-        for (chunk_no, chunk) in turn.history.chunks(INSERT_CHUNK).enumerate() {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for (i, event) in chunk.iter().enumerate() {
-                let idx = turn.history_index + (chunk_no * INSERT_CHUNK + i) as u64;
-                rows.push((i64_of(idx), to_json(event)?));
-            }
-            let mut qb: QueryBuilder<'_, Sqlite> =
-                QueryBuilder::new("INSERT INTO history (instance_id, idx, event) ");
-            qb.push_values(rows, |mut b, (idx, event)| {
-                b.push_bind(id).push_bind(idx).push_bind(event);
-            });
-            qb.build().execute(&mut **tx).await.map_err(db)?;
-        }
-        match &turn.update {
-            Some(u) => {
-                let completed_at = u.status.is_terminal().then_some(now);
-                sqlx::query(
-                    "UPDATE instances SET status = ?, execution_id = ?, input = COALESCE(?, input), \
-                     custom_status = ?, output = ?, failure = ?, updated_at = ?, completed_at = ?, \
-                     history_len = ?, stream_seq = ?, execution_emits = ?, lock_owner = NULL, \
-                     lock_expires = 0 WHERE instance_id = ?",
-                )
-                .bind(u.status.as_str())
-                .bind(&u.execution_id)
-                .bind(u.input.as_ref().map(to_json).transpose()?)
-                .bind(&u.custom_status)
-                .bind(u.output.as_ref().map(to_json).transpose()?)
-                .bind(u.failure.as_ref().map(to_json).transpose()?)
-                .bind(now)
-                .bind(completed_at)
-                .bind(i64_of(u.history_len))
-                .bind(i64_of(u.stream_seq))
-                .bind(i64_of(u.execution_emits))
-                .bind(id)
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
-                if u.status.is_terminal() {
-                    // Nothing will consume them any more.
-                    sqlx::query("DELETE FROM activities WHERE instance_id = ? AND lock_owner IS NULL")
-                        .bind(id)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(db)?;
-                }
-            }
-            None => {
-                sqlx::query("UPDATE instances SET lock_owner = NULL, lock_expires = 0 WHERE instance_id = ?")
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db)?;
-            }
-        }
-        if !turn.consumed.is_empty() {
-            sqlx::query("DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(json_list(&turn.consumed))
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
-        }
-        for chunk in turn.activities.chunks(INSERT_CHUNK) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for a in chunk {
-                rows.push((a, to_json(&a.input)?));
-            }
-            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-                "INSERT INTO activities (instance_id, execution_id, task_id, name, input) ",
-            );
-            qb.push_values(rows, |mut b, (a, input)| {
-                b.push_bind(a.instance_id.as_str().to_owned())
-                    .push_bind(a.execution_id.clone())
-                    .push_bind(i64_of(a.task_id))
-                    .push_bind(a.name.clone())
-                    .push_bind(input);
-            });
-            qb.build().execute(&mut **tx).await.map_err(db)?;
-        }
-        insert_messages(tx, &turn.messages).await?;
-        for child in &turn.sub_orchestrations {
-            if let CreateOutcome::AlreadyExists(status) = insert_instance(tx, child).await? {
-                if let Some(parent) = &child.parent {
-                    let failure = crate::FailureDetails::new(
-                        "InstanceAlreadyExists",
-                        format!("instance '{}' already exists and is {status}", child.instance_id),
-                    );
-                    insert_messages(
-                        tx,
-                        &[NewMessage {
-                            instance_id: parent.instance_id.clone(),
-                            execution_id: Some(parent.execution_id.clone()),
-                            event: HistoryEvent::SubOrchestrationFailed {
-                                id: parent.task_id,
-                                failure,
-                            },
-                            visible_at: from_ms(now),
-                        }],
-                    )
-                    .await?;
-                }
-            }
-        }
-        for chunk in turn.stream.chunks(INSERT_CHUNK) {
-            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-                "INSERT INTO stream_events \
-                 (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) ",
-            );
-            qb.push_values(chunk, |mut b, e| {
-                b.push_bind(id)
-                    .push_bind(i64_of(e.seq))
-                    .push_bind(e.execution_id.as_str())
-                    .push_bind(i64_of(e.emit_index))
-                    .push_bind(e.name.as_str())
-                    .push_bind(e.payload.as_str())
-                    .push_bind(ms(e.emitted_at));
-            });
-            qb.build().execute(&mut **tx).await.map_err(db)?;
-        }
-        Ok(())
-    }
-
     async fn fetch_orchestrations_inner(
         &self,
         owner: &str,
-        lease: Duration,
         max: usize,
     ) -> StoreResult<Vec<OrchestrationWorkItem>> {
         let now = now_ms();
-        // A cheap read first: most polls find nothing and need no write lock.
-        let candidates: Vec<(String,)> = sqlx::query_as(
-            "SELECT DISTINCT m.instance_id FROM messages m \
-             JOIN instances i ON i.instance_id = m.instance_id \
-             WHERE m.visible_at <= ? AND i.lock_expires <= ? \
-             AND (i.status <> 'Suspended' OR m.kind IN ('ExecutionResumed', 'ExecutionTerminated')) \
-             LIMIT ?",
+        // Optimistic: nothing is claimed here. SQLite has one writer at a
+        // time, and the version check of the commit makes sure only one
+        // worker's turn of an instance is written.
+        let mut tx = self.reader.begin().await.map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT instance_id, name, execution_id, status, version, history_len, stream_seq, \
+             execution_emits, custom_status FROM instances i \
+             WHERE instance_id IN (SELECT instance_id FROM messages WHERE visible_at <= ?1) \
+             AND (lock_owner = ?2 OR lock_expires <= ?1) \
+             AND (status <> 'Suspended' OR EXISTS (SELECT 1 FROM messages m \
+                  WHERE m.instance_id = i.instance_id AND m.visible_at <= ?1 \
+                  AND m.kind IN ('ExecutionResumed', 'ExecutionTerminated'))) \
+             LIMIT ?3",
         )
         .bind(now)
-        .bind(now)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
-        if candidates.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = candidates.into_iter().map(|(id,)| id).collect();
-        let mut tx = self.begin().await?;
-        let claimed = sqlx::query(
-            "UPDATE instances SET lock_owner = ?, lock_expires = ? \
-             WHERE instance_id IN (SELECT value FROM json_each(?)) AND lock_expires <= ? \
-             RETURNING instance_id, name, execution_id, status, history_len, stream_seq, \
-             execution_emits, custom_status",
-        )
         .bind(owner)
-        .bind(lease_end(lease))
-        .bind(json_list(&ids))
-        .bind(now)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        if claimed.is_empty() {
-            tx.rollback().await.map_err(db)?;
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut items = Vec::with_capacity(claimed.len());
-        let mut index = std::collections::HashMap::new();
-        for row in &claimed {
+        let mut items = Vec::with_capacity(rows.len());
+        let mut index = HashMap::with_capacity(rows.len());
+        for row in &rows {
             let instance_id = instance_id_of(row.try_get("instance_id").map_err(db)?)?;
-            let state = InstanceState {
-                name: row.try_get("name").map_err(db)?,
-                execution_id: row.try_get("execution_id").map_err(db)?,
-                status: status_of(row.try_get::<&str, _>("status").map_err(db)?)?,
-                history_len: u64_of(row.try_get("history_len").map_err(db)?),
-                stream_seq: u64_of(row.try_get("stream_seq").map_err(db)?),
-                execution_emits: u64_of(row.try_get("execution_emits").map_err(db)?),
-                custom_status: row.try_get("custom_status").map_err(db)?,
-            };
             index.insert(instance_id.as_str().to_owned(), items.len());
             items.push(OrchestrationWorkItem {
                 instance_id,
-                state,
+                state: state_of(row)?,
                 messages: Vec::new(),
             });
         }
-        let claimed_ids: Vec<&str> = index.keys().map(String::as_str).collect();
+        let ids: Vec<&str> = index.keys().map(String::as_str).collect();
         let rows = sqlx::query(
             "SELECT id, instance_id, execution_id, event FROM messages \
              WHERE instance_id IN (SELECT value FROM json_each(?)) AND visible_at <= ? ORDER BY id",
         )
-        .bind(json_list(&claimed_ids))
+        .bind(json_list(&ids))
         .bind(now)
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
         for row in rows {
-            let instance: String = row.try_get("instance_id").map_err(db)?;
-            let Some(&i) = index.get(&instance) else {
+            let instance: &str = row.try_get("instance_id").map_err(db)?;
+            let Some(&i) = index.get(instance) else {
                 continue;
             };
             items[i].messages.push(InboxMessage {
-                id: row.try_get("id").map_err(db)?,
+                source: MessageSource::Inbox(row.try_get("id").map_err(db)?),
                 execution_id: row.try_get("execution_id").map_err(db)?,
                 event: from_json(row.try_get::<&str, _>("event").map_err(db)?, "message")?,
             });
@@ -690,7 +745,8 @@ impl SqliteStore {
         max: usize,
     ) -> StoreResult<Vec<ActivityWorkItem>> {
         let now = now_ms();
-        let any: Option<(i64,)> = sqlx::query_as("SELECT id FROM activities WHERE lock_expires <= ? LIMIT 1")
+        // A cheap read first: most polls find nothing and need no write lock.
+        let any: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM activities WHERE lock_expires <= ? LIMIT 1")
             .bind(now)
             .fetch_optional(&self.reader)
             .await
@@ -700,9 +756,9 @@ impl SqliteStore {
         }
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
-            "UPDATE activities SET lock_owner = ?, lock_expires = ?, dequeue_count = dequeue_count + 1 \
-             WHERE id IN (SELECT id FROM activities WHERE lock_expires <= ? ORDER BY id LIMIT ?) \
-             RETURNING id, instance_id, execution_id, task_id, name, input, dequeue_count",
+            "UPDATE activities SET lock_owner = ?, lock_expires = ?, attempt = attempt + 1 \
+             WHERE rowid IN (SELECT rowid FROM activities WHERE lock_expires <= ? ORDER BY rowid LIMIT ?) \
+             RETURNING instance_id, execution_id, task_id, name, input, attempt",
         )
         .bind(owner)
         .bind(lease_end(lease))
@@ -712,70 +768,29 @@ impl SqliteStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        let mut items = rows
-            .iter()
+        rows.iter()
             .map(|row| {
                 Ok(ActivityWorkItem {
-                    id: row.try_get("id").map_err(db)?,
-                    instance_id: instance_id_of(row.try_get("instance_id").map_err(db)?)?,
-                    execution_id: row.try_get("execution_id").map_err(db)?,
-                    task_id: u64_of(row.try_get("task_id").map_err(db)?),
+                    key: ActivityKey {
+                        instance_id: instance_id_of(row.try_get("instance_id").map_err(db)?)?,
+                        execution_id: row.try_get("execution_id").map_err(db)?,
+                        task_id: u64_of(row.try_get("task_id").map_err(db)?),
+                    },
                     name: row.try_get("name").map_err(db)?,
                     input: from_json(row.try_get::<&str, _>("input").map_err(db)?, "input")?,
-                    dequeue_count: u32::try_from(row.try_get::<i64, _>("dequeue_count").map_err(db)?)
-                        .unwrap_or(u32::MAX),
+                    attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(db)?).unwrap_or(u32::MAX),
                 })
             })
-            .collect::<StoreResult<Vec<_>>>()?;
-        items.sort_by_key(|item| item.id);
-        Ok(items)
-    }
-
-    async fn complete_activities_inner(
-        &self,
-        owner: &str,
-        completions: Vec<ActivityCompletion>,
-    ) -> StoreResult<Vec<bool>> {
-        let mut tx = self.begin().await?;
-        let mut delivered = Vec::with_capacity(completions.len());
-        let mut messages = Vec::new();
-        for c in completions {
-            let done = sqlx::query("DELETE FROM activities WHERE id = ? AND lock_owner = ?")
-                .bind(c.work_id)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected()
-                == 1;
-            if done {
-                let live = matches!(
-                    instance_status(&mut tx, &c.message.instance_id).await?,
-                    Some(s) if !s.is_terminal()
-                );
-                if live {
-                    messages.push(c.message);
-                }
-            }
-            delivered.push(done);
-        }
-        insert_messages(&mut tx, &messages).await?;
-        tx.commit().await.map_err(db)?;
-        if !messages.is_empty() {
-            self.changes.notify_orchestration_work();
-        }
-        Ok(delivered)
+            .collect()
     }
 
     async fn next_wakeup_inner(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let now = now_ms();
         let row: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT MIN(visible_at) FROM messages WHERE visible_at > ?), \
-             (SELECT MIN(lock_expires) FROM instances WHERE lock_expires > ?), \
-             (SELECT MIN(lock_expires) FROM activities WHERE lock_expires > ?)",
+            "SELECT (SELECT MIN(visible_at) FROM messages WHERE visible_at > ?1), \
+             (SELECT MIN(lock_expires) FROM instances WHERE lock_expires > ?1), \
+             (SELECT MIN(lock_expires) FROM activities WHERE lock_expires > ?1)",
         )
-        .bind(now)
-        .bind(now)
         .bind(now)
         .fetch_one(&self.reader)
         .await
@@ -916,36 +931,31 @@ impl Store for SqliteStore {
     fn fetch_orchestrations<'a>(
         &'a self,
         owner: &'a str,
-        lease: Duration,
+        _lease: Duration,
         max: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<OrchestrationWorkItem>>> {
-        self.fetch_orchestrations_inner(owner, lease, max).boxed()
+        self.fetch_orchestrations_inner(owner, max).boxed()
     }
 
-    fn load_history<'a>(
-        &'a self,
-        instance_id: &'a InstanceId,
-    ) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>> {
+    fn load_history<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>> {
         async move {
-            let rows: Vec<(String,)> =
-                sqlx::query_as("SELECT event FROM history WHERE instance_id = ? ORDER BY idx")
-                    .bind(instance_id.as_str())
-                    .fetch_all(&self.reader)
-                    .await
-                    .map_err(db)?;
-            rows.iter()
-                .map(|(text,)| from_json(text, "history event"))
-                .collect()
+            let rows: Vec<(String,)> = sqlx::query_as("SELECT event FROM history WHERE instance_id = ? ORDER BY idx")
+                .bind(instance_id.as_str())
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db)?;
+            rows.iter().map(|(text,)| from_json(text, "history event")).collect()
         }
         .boxed()
     }
 
-    fn commit_turns<'a>(
+    fn commit<'a>(
         &'a self,
         owner: &'a str,
-        turns: Vec<TurnCommit>,
+        lease: Duration,
+        batch: CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>> {
-        self.commit_turns_inner(owner, turns).boxed()
+        self.commit_inner(owner, lease, batch).boxed()
     }
 
     fn abandon_orchestration<'a>(
@@ -955,14 +965,16 @@ impl Store for SqliteStore {
         retry_after: Duration,
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
+            let now = now_ms();
             let mut tx = self.begin().await?;
             sqlx::query(
                 "UPDATE instances SET lock_owner = NULL, lock_expires = ? \
-                 WHERE instance_id = ? AND lock_owner = ?",
+                 WHERE instance_id = ? AND (lock_owner = ? OR lock_expires <= ?)",
             )
             .bind(lease_end(retry_after))
             .bind(instance_id.as_str())
             .bind(owner)
+            .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -981,27 +993,17 @@ impl Store for SqliteStore {
         self.fetch_activities_inner(owner, lease, max).boxed()
     }
 
-    fn complete_activities<'a>(
-        &'a self,
-        owner: &'a str,
-        completions: Vec<ActivityCompletion>,
-    ) -> BoxFuture<'a, StoreResult<Vec<bool>>> {
-        self.complete_activities_inner(owner, completions).boxed()
-    }
-
     fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let until = lease_end(lease);
             let mut tx = self.begin().await?;
             for table in ["instances", "activities"] {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET lock_expires = ? WHERE lock_owner = ?"
-                ))
-                .bind(until)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+                sqlx::query(&format!("UPDATE {table} SET lock_expires = ? WHERE lock_owner = ?"))
+                    .bind(until)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
             }
             tx.commit().await.map_err(db)?;
             Ok(())
