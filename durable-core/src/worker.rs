@@ -462,7 +462,10 @@ impl Dispatcher {
                 } else {
                     tokio::select! {
                         Some(c) = self.completions.recv() => self.push_completion(&mut pending, c),
-                        _ = work.changed() => backoff.reset(),
+                        _ = work.changed() => {
+                            backoff.reset();
+                            look_at = Instant::now();
+                        }
                         () = tokio::time::sleep_until(look_at) => {}
                         _ = shutdown.changed() => {}
                     }
