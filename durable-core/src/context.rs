@@ -123,7 +123,9 @@ impl Action {
 
     fn set_id(&mut self, task_id: u64) {
         match self {
-            Self::Activity { id, .. } | Self::Timer { id, .. } | Self::SubOrchestration { id, .. } => *id = task_id,
+            Self::Activity { id, .. } | Self::Timer { id, .. } | Self::SubOrchestration { id, .. } => {
+                *id = task_id
+            }
         }
     }
 

@@ -459,35 +459,45 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
     let keep_runner = match runner.outcome.clone() {
         None => true,
         Some(Outcome::Completed(output)) => {
-            history.push(HistoryEvent::ExecutionCompleted { output: output.clone() });
+            history.push(HistoryEvent::ExecutionCompleted {
+                output: output.clone(),
+            });
             update.status = RuntimeStatus::Completed;
             update.output = Some(output.clone());
-            commit.messages.extend(parent_result(HistoryEvent::SubOrchestrationCompleted {
-                id: parent_task,
-                result: output,
-            }));
+            commit
+                .messages
+                .extend(parent_result(HistoryEvent::SubOrchestrationCompleted {
+                    id: parent_task,
+                    result: output,
+                }));
             false
         }
         Some(Outcome::Failed(failure)) => {
-            history.push(HistoryEvent::ExecutionFailed { failure: failure.clone() });
+            history.push(HistoryEvent::ExecutionFailed {
+                failure: failure.clone(),
+            });
             update.status = RuntimeStatus::Failed;
             update.failure = Some(failure.clone());
-            commit.messages.extend(parent_result(HistoryEvent::SubOrchestrationFailed {
-                id: parent_task,
-                failure,
-            }));
+            commit
+                .messages
+                .extend(parent_result(HistoryEvent::SubOrchestrationFailed {
+                    id: parent_task,
+                    failure,
+                }));
             false
         }
         Some(Outcome::Terminated(reason)) => {
             update.status = RuntimeStatus::Terminated;
             update.output = Some(reason.clone().map_or(Value::Null, Value::String));
-            commit.messages.extend(parent_result(HistoryEvent::SubOrchestrationFailed {
-                id: parent_task,
-                failure: FailureDetails::new(
-                    "Terminated",
-                    reason.unwrap_or_else(|| "the instance was terminated".into()),
-                ),
-            }));
+            commit
+                .messages
+                .extend(parent_result(HistoryEvent::SubOrchestrationFailed {
+                    id: parent_task,
+                    failure: FailureDetails::new(
+                        "Terminated",
+                        reason.unwrap_or_else(|| "the instance was terminated".into()),
+                    ),
+                }));
             false
         }
         Some(Outcome::ContinuedAsNew(input)) => {

@@ -209,7 +209,10 @@ impl Worker {
     /// expire on their own).
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.shutdown.send(true);
-        for handle in [self.fetcher.take(), self.dispatcher.take()].into_iter().flatten() {
+        for handle in [self.fetcher.take(), self.dispatcher.take()]
+            .into_iter()
+            .flatten()
+        {
             if let Err(e) = handle.await {
                 tracing::error!(worker = %self.id, error = %e, "worker task ended abnormally");
             }
@@ -433,7 +436,8 @@ impl Dispatcher {
             }
             let mut pending = Pending::default();
             self.take_completions(&mut pending);
-            let look = !self.shutting_down && (work.has_changed().unwrap_or(false) || Instant::now() >= look_at);
+            let look =
+                !self.shutting_down && (work.has_changed().unwrap_or(false) || Instant::now() >= look_at);
             if look {
                 work.borrow_and_update();
                 match self.fetch(&mut pending).await {
@@ -623,7 +627,8 @@ impl Dispatcher {
             );
             self.foreign.append(&mut result.deferred);
             let commit = &mut result.commit;
-            commit.keep_lease = result.runner.is_some() && self.options.cache_capacity > 0 && !self.shutting_down;
+            commit.keep_lease =
+                result.runner.is_some() && self.options.cache_capacity > 0 && !self.shutting_down;
             commit.claim_activities = !self.shutting_down && claimed + commit.activities.len() <= claim_room;
             if commit.claim_activities {
                 claimed += commit.activities.len();
@@ -638,7 +643,11 @@ impl Dispatcher {
         if batch.is_empty() {
             return Ok(());
         }
-        let outcomes = match self.store.commit(&self.owner, self.options.lease, batch.clone()).await {
+        let outcomes = match self
+            .store
+            .commit(&self.owner, self.options.lease, batch.clone())
+            .await
+        {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Nothing was written: deliver the handed-over results
@@ -667,7 +676,9 @@ impl Dispatcher {
                         }
                     }
                     let state = state_after(&commit, &name);
-                    if let (Some(runner), Some(state), true) = (runner, state, self.options.cache_capacity > 0) {
+                    if let (Some(runner), Some(state), true) =
+                        (runner, state, self.options.cache_capacity > 0)
+                    {
                         let evicted = self.cache.put(commit.instance_id, Cached { runner, state });
                         self.release.extend(evicted);
                     }
@@ -723,7 +734,9 @@ async fn fetch_activities(
             break;
         }
         work.borrow_and_update();
-        let room = options.activity_concurrency.saturating_sub(activities.in_flight());
+        let room = options
+            .activity_concurrency
+            .saturating_sub(activities.in_flight());
         let mut found = false;
         if room > 0 {
             match store.fetch_activities(&owner, options.lease, room).await {
@@ -761,11 +774,18 @@ async fn execute_activity(registry: &Registry, item: ActivityWorkItem) -> Activi
         attempt: item.attempt,
     };
     let result = match registry.activities.get(&item.name) {
-        Some(f) => match std::panic::AssertUnwindSafe(f(ctx, item.input)).catch_unwind().await {
+        Some(f) => match std::panic::AssertUnwindSafe(f(ctx, item.input))
+            .catch_unwind()
+            .await
+        {
             Ok(result) => result,
             Err(panic) => Err(FailureDetails::new(
                 "Panic",
-                format!("activity '{}' panicked: {}", item.name, panic_message(panic.as_ref())),
+                format!(
+                    "activity '{}' panicked: {}",
+                    item.name,
+                    panic_message(panic.as_ref())
+                ),
             )),
         },
         None => Err(FailureDetails::new(
@@ -781,7 +801,12 @@ async fn execute_activity(registry: &Registry, item: ActivityWorkItem) -> Activi
     ActivityCompletion { key: item.key, event }
 }
 
-async fn keep_leases(store: Arc<dyn Store>, owner: String, lease: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn keep_leases(
+    store: Arc<dyn Store>,
+    owner: String,
+    lease: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let period = lease / 3;
     loop {
         tokio::select! {

@@ -61,7 +61,10 @@ fn parse_args() -> Result<Config, String> {
             "--scenario" => {
                 let name = value("--scenario")?;
                 if !ALL.contains(&name.as_str()) {
-                    return Err(format!("unknown scenario {name:?} (expected one of {})", ALL.join(", ")));
+                    return Err(format!(
+                        "unknown scenario {name:?} (expected one of {})",
+                        ALL.join(", ")
+                    ));
                 }
                 config.scenarios.push(name);
             }

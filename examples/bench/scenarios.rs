@@ -35,7 +35,10 @@ struct Clock(Arc<Mutex<Vec<Instant>>>);
 
 impl Clock {
     fn tick(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Instant::now());
     }
 
     /// The time between consecutive ticks.
@@ -70,7 +73,11 @@ async fn activities(config: &Config) -> Result<Figures, BoxError> {
     const STEPS: u32 = 1_000;
     let (store, _dir) = fresh_store(config).await?;
     let clock = Clock::default();
-    let registry = ticking_activity(Registry::new().orchestration("sequence", sequence), "step", &clock);
+    let registry = ticking_activity(
+        Registry::new().orchestration("sequence", sequence),
+        "step",
+        &clock,
+    );
     let worker = Worker::start(store.clone(), registry)?;
     let client = Client::new(store);
     let started = Instant::now();
@@ -109,7 +116,12 @@ async fn watch_all(client: &Client, id: &InstanceId, count: u64) -> Result<Vec<I
     while let Some(event) = events.next().await {
         let event = event?;
         if event.seq != received.len() as u64 + 1 {
-            return Err(format!("stream out of order: got seq {} after {}", event.seq, received.len()).into());
+            return Err(format!(
+                "stream out of order: got seq {} after {}",
+                event.seq,
+                received.len()
+            )
+            .into());
         }
         received.push(Instant::now());
     }
@@ -164,7 +176,9 @@ async fn stream_live(config: &Config) -> Result<Figures, BoxError> {
     let store: Arc<dyn Store> = timing.clone();
     let registry = Registry::new()
         .orchestration("ticker", ticker)
-        .activity("tiny", |_ctx: ActivityContext, i: u32| async move { Ok::<u32, Infallible>(i) });
+        .activity("tiny", |_ctx: ActivityContext, i: u32| async move {
+            Ok::<u32, Infallible>(i)
+        });
     let worker = Worker::start(store.clone(), registry)?;
     let client = Client::new(store);
     let id = InstanceId::new("ticker")?;
@@ -182,7 +196,11 @@ async fn stream_live(config: &Config) -> Result<Figures, BoxError> {
     let mut latencies: Vec<Duration> = received
         .iter()
         .enumerate()
-        .filter_map(|(i, at)| committed.get(&(i as u64 + 1)).map(|c| at.saturating_duration_since(*c)))
+        .filter_map(|(i, at)| {
+            committed
+                .get(&(i as u64 + 1))
+                .map(|c| at.saturating_duration_since(*c))
+        })
         .collect();
     if latencies.len() != COUNT as usize {
         return Err(format!("commit times known for {} of {COUNT} events", latencies.len()).into());
@@ -339,12 +357,18 @@ const PIPELINE: [&str; 6] = [
     "validate-outputs",
 ];
 
-async fn pipeline_orchestration(ctx: OrchestrationContext, document: String) -> Result<Value, OrchestrationError> {
+async fn pipeline_orchestration(
+    ctx: OrchestrationContext,
+    document: String,
+) -> Result<Value, OrchestrationError> {
     let mut input = json!({ "document": document });
     for executor in PIPELINE {
         ctx.emit_event("executor_invoked", &json!({ "executor_id": executor }))?;
         let output: Value = ctx.call_activity(executor, &input).await?;
-        ctx.emit_event("executor_completed", &json!({ "executor_id": executor, "output": output }))?;
+        ctx.emit_event(
+            "executor_completed",
+            &json!({ "executor_id": executor, "output": output }),
+        )?;
         input = output;
     }
     Ok(input)
@@ -382,7 +406,9 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
         for run in 0..RUNS {
             let id = client.start("document_processing", &format!("doc-{run}")).await?;
             let client = client.clone();
-            watchers.push(tokio::spawn(async move { watch_all(&client, &id, expected_events).await }));
+            watchers.push(tokio::spawn(async move {
+                watch_all(&client, &id, expected_events).await
+            }));
         }
         for watcher in watchers {
             watcher.await??;
@@ -406,7 +432,10 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
     let seconds = started.elapsed().as_secs_f64();
     worker.shutdown().await?;
     let mut f = Figures::new();
-    f.insert("workload".into(), json!("durable-core orchestration, 6 activities, 2 KB outputs"));
+    f.insert(
+        "workload".into(),
+        json!("durable-core orchestration, 6 activities, 2 KB outputs"),
+    );
     f.insert("runs".into(), json!(RUNS));
     f.insert("runs_per_s".into(), round(RUNS as f64 / seconds, 1));
     if !concurrent {

@@ -61,7 +61,10 @@ impl Store for TimingStore {
         self.inner.fetch_orchestrations(owner, lease, max)
     }
 
-    fn load_history<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>> {
+    fn load_history<'a>(
+        &'a self,
+        instance_id: &'a InstanceId,
+    ) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>> {
         self.inner.load_history(instance_id)
     }
 
@@ -122,7 +125,10 @@ impl Store for TimingStore {
         self.inner.next_wakeup()
     }
 
-    fn get_instance<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<Option<InstanceMetadata>>> {
+    fn get_instance<'a>(
+        &'a self,
+        instance_id: &'a InstanceId,
+    ) -> BoxFuture<'a, StoreResult<Option<InstanceMetadata>>> {
         self.inner.get_instance(instance_id)
     }
 

@@ -349,7 +349,10 @@ pub trait Store: Send + Sync + Debug + 'static {
     ) -> BoxFuture<'a, StoreResult<Vec<OrchestrationWorkItem>>>;
 
     /// Loads the history of the instance's current execution.
-    fn load_history<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>>;
+    fn load_history<'a>(
+        &'a self,
+        instance_id: &'a InstanceId,
+    ) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>>;
 
     /// Writes a batch in one transaction (group commit). A turn is written
     /// only if the instance still has the turn's version and no other

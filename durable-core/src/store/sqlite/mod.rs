@@ -22,18 +22,17 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use super::{
     ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
     InstanceState, MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store,
-    StoreResult, StreamRead, TurnCommit, TurnOutcome,
+    StoreResult, StreamRead, TurnOutcome,
 };
 use crate::instance::parse_continuation;
 use crate::{
-    FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, StoreError,
+    HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, StoreError,
     StreamEvent,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+mod write;
 
-/// Rows per multi-row `INSERT` statement.
-const INSERT_CHUNK: usize = 200;
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// SQLite's `synchronous` setting: how hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -286,6 +285,7 @@ impl SqliteStore {
                     .synchronous(synchronous);
                 // One connection that never closes: the database lives in it.
                 let pool = SqlitePoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(1)
                     .min_connections(1)
                     .idle_timeout(None)
@@ -304,13 +304,17 @@ impl SqliteStore {
                     .busy_timeout(Duration::from_secs(30))
                     .pragma("cache_size", "-16000");
                 let writer = SqlitePoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(1)
                     .connect_with(connect.clone())
                     .await
                     .map_err(db)?;
                 let reader = SqlitePoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(options.read_connections)
-                    .connect_with(connect.read_only(true))
+                    // Stream pages hold up to 1,000 rows: hand them over in
+                    // one go rather than 50 at a time.
+                    .connect_with(connect.read_only(true).row_buffer_size(1024))
                     .await
                     .map_err(db)?;
                 (writer, reader)
@@ -339,91 +343,6 @@ impl SqliteStore {
     }
 }
 
-async fn instance_status(
-    tx: &mut Transaction<'static, Sqlite>,
-    instance_id: &InstanceId,
-) -> StoreResult<Option<RuntimeStatus>> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT status FROM instances WHERE instance_id = ?")
-        .bind(instance_id.as_str())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db)?;
-    row.map(|(s,)| status_of(&s)).transpose()
-}
-
-async fn delete_instance_rows(
-    tx: &mut Transaction<'static, Sqlite>,
-    instance_id: &InstanceId,
-) -> StoreResult<()> {
-    for table in ["history", "messages", "activities", "stream_events", "instances"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ?"))
-            .bind(instance_id.as_str())
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-    }
-    Ok(())
-}
-
-/// Creates the instance unless a non-terminal one exists.
-async fn insert_instance(
-    tx: &mut Transaction<'static, Sqlite>,
-    instance: &NewInstance,
-) -> StoreResult<CreateOutcome> {
-    if let Some(status) = instance_status(tx, &instance.instance_id).await? {
-        if !status.is_terminal() {
-            return Ok(CreateOutcome::AlreadyExists(status));
-        }
-        delete_instance_rows(tx, &instance.instance_id).await?;
-    }
-    let created = ms(instance.created_at);
-    sqlx::query(
-        "INSERT INTO instances (instance_id, name, execution_id, status, input, parent, \
-         created_at, updated_at) VALUES (?, ?, ?, 'Pending', ?, ?, ?, ?)",
-    )
-    .bind(instance.instance_id.as_str())
-    .bind(&instance.name)
-    .bind(&instance.execution_id)
-    .bind(to_json(&instance.input)?)
-    .bind(instance.parent.as_ref().map(to_json).transpose()?)
-    .bind(created)
-    .bind(created)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
-    insert_messages(
-        tx,
-        &[NewMessage {
-            instance_id: instance.instance_id.clone(),
-            execution_id: Some(instance.execution_id.clone()),
-            event: instance.start_event(),
-            visible_at: instance.start_at,
-        }],
-    )
-    .await?;
-    Ok(CreateOutcome::Created)
-}
-
-async fn insert_messages(tx: &mut Transaction<'static, Sqlite>, messages: &[NewMessage]) -> StoreResult<()> {
-    for chunk in messages.chunks(INSERT_CHUNK) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for m in chunk {
-            rows.push((m, to_json(&m.event)?));
-        }
-        let mut qb: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) ");
-        qb.push_values(rows, |mut b, (m, event)| {
-            b.push_bind(m.instance_id.as_str().to_owned())
-                .push_bind(m.execution_id.clone())
-                .push_bind(event_kind(&m.event))
-                .push_bind(event)
-                .push_bind(ms(m.visible_at));
-        });
-        qb.build().execute(&mut **tx).await.map_err(db)?;
-    }
-    Ok(())
-}
-
 fn state_of(row: &SqliteRow) -> StoreResult<InstanceState> {
     Ok(InstanceState {
         name: row.try_get("name").map_err(db)?,
@@ -437,232 +356,21 @@ fn state_of(row: &SqliteRow) -> StoreResult<InstanceState> {
     })
 }
 
-async fn delete_activity(tx: &mut Transaction<'static, Sqlite>, key: &ActivityKey) -> StoreResult<()> {
-    sqlx::query("DELETE FROM activities WHERE instance_id = ? AND execution_id = ? AND task_id = ?")
-        .bind(key.instance_id.as_str())
-        .bind(key.execution_id.as_str())
-        .bind(i64_of(key.task_id))
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
-async fn delete_by_ids(tx: &mut Transaction<'static, Sqlite>, table: &str, ids: &[i64]) -> StoreResult<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&format!("DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))"))
-        .bind(json_list(ids))
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
-/// Writes one turn; false (and nothing written) if the instance changed
-/// since the turn read it or another worker holds its lease.
-async fn write_turn(
-    tx: &mut Transaction<'static, Sqlite>,
-    owner: &str,
-    lease_until: i64,
-    turn: &TurnCommit,
-    now: i64,
-) -> StoreResult<bool> {
-    let id = turn.instance_id.as_str();
-    let Some(u) = &turn.update else {
-        // Late messages of a terminal instance: drop them.
-        delete_by_ids(tx, "messages", &turn.consumed).await?;
-        return Ok(true);
-    };
-    let terminal = u.status.is_terminal();
-    let (lock_owner, lock_expires) = if turn.keep_lease && !terminal {
-        (Some(owner), lease_until)
-    } else {
-        (None, 0)
-    };
-    let updated = sqlx::query(
-        "UPDATE instances SET status = ?, execution_id = ?, input = COALESCE(?, input), \
-         custom_status = ?, output = ?, failure = ?, updated_at = ?, completed_at = ?, \
-         history_len = ?, stream_seq = ?, execution_emits = ?, version = version + 1, \
-         lock_owner = ?, lock_expires = ? \
-         WHERE instance_id = ? AND version = ? AND (lock_owner = ? OR lock_expires <= ?)",
-    )
-    .bind(u.status.as_str())
-    .bind(&u.execution_id)
-    .bind(u.input.as_ref().map(to_json).transpose()?)
-    .bind(&u.custom_status)
-    .bind(u.output.as_ref().map(to_json).transpose()?)
-    .bind(u.failure.as_ref().map(to_json).transpose()?)
-    .bind(now)
-    .bind(terminal.then_some(now))
-    .bind(i64_of(u.history_len))
-    .bind(i64_of(u.stream_seq))
-    .bind(i64_of(u.execution_emits))
-    .bind(lock_owner)
-    .bind(lock_expires)
-    .bind(id)
-    .bind(i64_of(turn.version))
-    .bind(owner)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?
-    .rows_affected();
-    if updated == 0 {
-        return Ok(false);
-    }
-    if turn.new_execution {
-        sqlx::query("DELETE FROM history WHERE instance_id = ?")
-            .bind(id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-    }
-    for (chunk_no, chunk) in turn.history.chunks(INSERT_CHUNK).enumerate() {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for (i, event) in chunk.iter().enumerate() {
-            let idx = turn.history_index + (chunk_no * INSERT_CHUNK + i) as u64;
-            rows.push((i64_of(idx), to_json(event)?));
-        }
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("INSERT INTO history (instance_id, idx, event) ");
-        qb.push_values(rows, |mut b, (idx, event)| {
-            b.push_bind(id).push_bind(idx).push_bind(event);
-        });
-        qb.build().execute(&mut **tx).await.map_err(db)?;
-    }
-    if terminal {
-        // Nothing will consume them any more.
-        for table in ["messages", "activities"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ?"))
-                .bind(id)
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
-        }
-    } else {
-        delete_by_ids(tx, "messages", &turn.consumed).await?;
-        for key in &turn.completed_activities {
-            delete_activity(tx, key).await?;
-        }
-        for chunk in turn.activities.chunks(INSERT_CHUNK) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for a in chunk {
-                rows.push((a, to_json(&a.input)?));
-            }
-            let (claim_owner, claim_until, attempt) = if turn.claim_activities {
-                (Some(owner), lease_until, 1)
-            } else {
-                (None, 0, 0)
-            };
-            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-                "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
-                 lock_expires, attempt) ",
-            );
-            qb.push_values(rows, |mut b, (a, input)| {
-                b.push_bind(a.key.instance_id.as_str())
-                    .push_bind(a.key.execution_id.as_str())
-                    .push_bind(i64_of(a.key.task_id))
-                    .push_bind(a.name.as_str())
-                    .push_bind(input)
-                    .push_bind(claim_owner)
-                    .push_bind(claim_until)
-                    .push_bind(attempt);
-            });
-            qb.build().execute(&mut **tx).await.map_err(db)?;
-        }
-    }
-    insert_messages(tx, &turn.messages).await?;
-    for child in &turn.sub_orchestrations {
-        if let CreateOutcome::AlreadyExists(status) = insert_instance(tx, child).await? {
-            if let Some(parent) = &child.parent {
-                let failure = FailureDetails::new(
-                    "InstanceAlreadyExists",
-                    format!("instance '{}' already exists and is {status}", child.instance_id),
-                );
-                let message = NewMessage {
-                    instance_id: parent.instance_id.clone(),
-                    execution_id: Some(parent.execution_id.clone()),
-                    event: HistoryEvent::SubOrchestrationFailed {
-                        id: parent.task_id,
-                        failure,
-                    },
-                    visible_at: from_ms(now),
-                };
-                insert_messages(tx, &[message]).await?;
-            }
-        }
-    }
-    for chunk in turn.stream.chunks(INSERT_CHUNK) {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) ",
-        );
-        qb.push_values(chunk, |mut b, e| {
-            b.push_bind(id)
-                .push_bind(i64_of(e.seq))
-                .push_bind(e.execution_id.as_str())
-                .push_bind(i64_of(e.emit_index))
-                .push_bind(e.name.as_str())
-                .push_bind(e.payload.as_str())
-                .push_bind(ms(e.emitted_at));
-        });
-        qb.build().execute(&mut **tx).await.map_err(db)?;
-    }
-    Ok(true)
-}
-
 impl SqliteStore {
-    async fn commit_inner(&self, owner: &str, lease: Duration, batch: CommitBatch) -> StoreResult<Vec<TurnOutcome>> {
+    async fn commit_inner(
+        &self,
+        owner: &str,
+        lease: Duration,
+        batch: CommitBatch,
+    ) -> StoreResult<Vec<TurnOutcome>> {
         let now = now_ms();
-        let lease_until = lease_end(lease);
         let mut tx = self.begin().await?;
-        let mut outcomes = Vec::with_capacity(batch.turns.len());
-        let (mut wake_orchestrations, mut wake_activities) = (false, false);
-        for turn in &batch.turns {
-            let committed = write_turn(&mut tx, owner, lease_until, turn, now).await?;
-            if committed {
-                wake_orchestrations |= turn.messages.iter().any(|m| ms(m.visible_at) <= now)
-                    || !turn.sub_orchestrations.is_empty();
-                wake_activities |= !turn.claim_activities && !turn.activities.is_empty();
-            }
-            outcomes.push(if committed { TurnOutcome::Committed } else { TurnOutcome::Conflict });
-        }
-        for completion in &batch.completions {
-            delete_activity(&mut tx, &completion.key).await?;
-            let key = &completion.key;
-            let delivered = sqlx::query(
-                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
-                 SELECT ?, ?, 'Result', ?, ? WHERE EXISTS (SELECT 1 FROM instances \
-                 WHERE instance_id = ? AND status NOT IN ('Completed', 'Failed', 'Terminated'))",
-            )
-            .bind(key.instance_id.as_str())
-            .bind(key.execution_id.as_str())
-            .bind(to_json(&completion.event)?)
-            .bind(now)
-            .bind(key.instance_id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            wake_orchestrations |= delivered > 0;
-        }
-        for instance_id in &batch.release {
-            sqlx::query(
-                "UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
-                 WHERE instance_id = ? AND lock_owner = ?",
-            )
-            .bind(instance_id.as_str())
-            .bind(owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            wake_orchestrations = true;
-        }
+        let (outcomes, wake) = write::commit_batch(&mut tx, owner, lease_end(lease), now, &batch).await?;
         tx.commit().await.map_err(db)?;
-        if wake_orchestrations {
+        if wake.orchestrations {
             self.changes.notify_orchestration_work();
         }
-        if wake_activities {
+        if wake.activities {
             self.changes.notify_activity_work();
         }
         for (turn, outcome) in batch.turns.iter().zip(&outcomes) {
@@ -678,60 +386,49 @@ impl SqliteStore {
         owner: &str,
         max: usize,
     ) -> StoreResult<Vec<OrchestrationWorkItem>> {
-        let now = now_ms();
         // Optimistic: nothing is claimed here. SQLite has one writer at a
-        // time, and the version check of the commit makes sure only one
-        // worker's turn of an instance is written.
-        let mut tx = self.reader.begin().await.map_err(db)?;
+        // time, and the version check of the commit makes sure that only one
+        // worker's turn of an instance is written. One statement reads the
+        // instances and their messages from one snapshot.
         let rows = sqlx::query(
-            "SELECT instance_id, name, execution_id, status, version, history_len, stream_seq, \
-             execution_emits, custom_status FROM instances i \
+            "WITH ready AS (SELECT instance_id, name, execution_id, status, version, history_len, \
+             stream_seq, execution_emits, custom_status FROM instances i \
              WHERE instance_id IN (SELECT instance_id FROM messages WHERE visible_at <= ?1) \
              AND (lock_owner = ?2 OR lock_expires <= ?1) \
-             AND (status <> 'Suspended' OR EXISTS (SELECT 1 FROM messages m \
-                  WHERE m.instance_id = i.instance_id AND m.visible_at <= ?1 \
-                  AND m.kind IN ('ExecutionResumed', 'ExecutionTerminated'))) \
-             LIMIT ?3",
+             AND (status NOT IN ('Pending', 'Suspended') OR EXISTS (SELECT 1 FROM messages m \
+                  WHERE m.instance_id = i.instance_id AND m.visible_at <= ?1 AND (m.kind = 'ExecutionTerminated' \
+                  OR (i.status = 'Pending' AND m.kind = 'ExecutionStarted') \
+                  OR (i.status = 'Suspended' AND m.kind = 'ExecutionResumed')))) \
+             LIMIT ?3) \
+             SELECT ready.*, m.id AS message_id, m.execution_id AS message_execution_id, m.event \
+             FROM ready JOIN messages m ON m.instance_id = ready.instance_id AND m.visible_at <= ?1 \
+             ORDER BY m.visible_at, m.id",
         )
-        .bind(now)
+        .bind(now_ms())
         .bind(owner)
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.reader)
         .await
         .map_err(db)?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut items = Vec::with_capacity(rows.len());
-        let mut index = HashMap::with_capacity(rows.len());
+        let mut items: Vec<OrchestrationWorkItem> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         for row in &rows {
-            let instance_id = instance_id_of(row.try_get("instance_id").map_err(db)?)?;
-            index.insert(instance_id.as_str().to_owned(), items.len());
-            items.push(OrchestrationWorkItem {
-                instance_id,
-                state: state_of(row)?,
-                messages: Vec::new(),
-            });
-        }
-        let ids: Vec<&str> = index.keys().map(String::as_str).collect();
-        let rows = sqlx::query(
-            "SELECT id, instance_id, execution_id, event FROM messages \
-             WHERE instance_id IN (SELECT value FROM json_each(?)) AND visible_at <= ? ORDER BY id",
-        )
-        .bind(json_list(&ids))
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        for row in rows {
-            let instance: &str = row.try_get("instance_id").map_err(db)?;
-            let Some(&i) = index.get(instance) else {
-                continue;
+            let id: String = row.try_get("instance_id").map_err(db)?;
+            let i = match index.get(&id) {
+                Some(&i) => i,
+                None => {
+                    index.insert(id.clone(), items.len());
+                    items.push(OrchestrationWorkItem {
+                        instance_id: instance_id_of(id)?,
+                        state: state_of(row)?,
+                        messages: Vec::new(),
+                    });
+                    items.len() - 1
+                }
             };
             items[i].messages.push(InboxMessage {
-                source: MessageSource::Inbox(row.try_get("id").map_err(db)?),
-                execution_id: row.try_get("execution_id").map_err(db)?,
+                source: MessageSource::Inbox(row.try_get("message_id").map_err(db)?),
+                execution_id: row.try_get("message_execution_id").map_err(db)?,
                 event: from_json(row.try_get::<&str, _>("event").map_err(db)?, "message")?,
             });
         }
@@ -853,18 +550,12 @@ impl SqliteStore {
         after: u64,
         limit: u32,
     ) -> StoreResult<Option<StreamRead>> {
-        let row: Option<(String, i64)> =
-            sqlx::query_as("SELECT status, stream_seq FROM instances WHERE instance_id = ?")
-                .bind(instance_id.as_str())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db)?;
-        let Some((status, stream_len)) = row else {
-            return Ok(None);
-        };
+        // One statement: the instance's status and stream length come from
+        // the same snapshot as the events.
         let rows = sqlx::query(
-            "SELECT seq, execution_id, name, payload, emitted_at FROM stream_events \
-             WHERE instance_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT i.status, i.stream_seq, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
+             FROM instances i LEFT JOIN (SELECT * FROM stream_events WHERE instance_id = ?1 AND seq > ?2 \
+             ORDER BY seq LIMIT ?3) e ON 1 = 1 WHERE i.instance_id = ?1 ORDER BY e.seq",
         )
         .bind(instance_id.as_str())
         .bind(i64_of(after))
@@ -872,23 +563,29 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;
-        let events = rows
-            .iter()
-            .map(|row| {
-                Ok(StreamEvent {
-                    instance_id: instance_id.clone(),
-                    seq: u64_of(row.try_get("seq").map_err(db)?),
-                    name: row.try_get("name").map_err(db)?,
-                    payload: from_json(row.try_get::<&str, _>("payload").map_err(db)?, "payload")?,
-                    emitted_at: from_ms(row.try_get("emitted_at").map_err(db)?),
-                    execution_id: row.try_get("execution_id").map_err(db)?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let status = status_of(first.try_get::<&str, _>("status").map_err(db)?)?;
+        let stream_len = u64_of(first.try_get("stream_seq").map_err(db)?);
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(seq) = row.try_get::<Option<i64>, _>("seq").map_err(db)? else {
+                continue;
+            };
+            events.push(StreamEvent {
+                instance_id: instance_id.clone(),
+                seq: u64_of(seq),
+                name: row.try_get("name").map_err(db)?,
+                payload: from_json(row.try_get::<&str, _>("payload").map_err(db)?, "payload")?,
+                emitted_at: from_ms(row.try_get("emitted_at").map_err(db)?),
+                execution_id: row.try_get("execution_id").map_err(db)?,
+            });
+        }
         Ok(Some(StreamRead {
             events,
-            status: status_of(&status)?,
-            stream_len: u64_of(stream_len),
+            status,
+            stream_len,
         }))
     }
 }
@@ -897,7 +594,10 @@ impl Store for SqliteStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
         async move {
             let mut tx = self.begin().await?;
-            let outcome = insert_instance(&mut tx, &instance).await?;
+            let mut rows = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
+            let mut sql = write::Sql::new();
+            let outcome = sql.create_instance(&instance, &mut rows)?;
+            sql.execute(&mut tx).await?;
             tx.commit().await.map_err(db)?;
             if outcome == CreateOutcome::Created {
                 self.changes.notify_orchestration_work();
@@ -910,20 +610,38 @@ impl Store for SqliteStore {
 
     fn enqueue_message(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
         async move {
-            let mut tx = self.begin().await?;
-            let outcome = match instance_status(&mut tx, &message.instance_id).await? {
-                None => EnqueueOutcome::NotFound,
-                Some(status) if status.is_terminal() => EnqueueOutcome::Terminal(status),
-                Some(_) => {
-                    insert_messages(&mut tx, std::slice::from_ref(&message)).await?;
-                    EnqueueOutcome::Enqueued
+            // One statement in its own transaction: the message goes in only
+            // if the instance exists and is not terminal.
+            let inserted = sqlx::query(
+                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1 \
+                 AND status NOT IN ('Completed', 'Failed', 'Terminated'))",
+            )
+            .bind(message.instance_id.as_str())
+            .bind(message.execution_id.as_deref())
+            .bind(event_kind(&message.event))
+            .bind(to_json(&message.event)?)
+            .bind(ms(message.visible_at))
+            .execute(&self.writer)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            if inserted == 1 {
+                if ms(message.visible_at) <= now_ms() {
+                    self.changes.notify_orchestration_work();
                 }
-            };
-            tx.commit().await.map_err(db)?;
-            if outcome == EnqueueOutcome::Enqueued {
-                self.changes.notify_orchestration_work();
+                return Ok(EnqueueOutcome::Enqueued);
             }
-            Ok(outcome)
+            let status: Option<(String,)> =
+                sqlx::query_as("SELECT status FROM instances WHERE instance_id = ?")
+                    .bind(message.instance_id.as_str())
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(db)?;
+            Ok(match status {
+                None => EnqueueOutcome::NotFound,
+                Some((status,)) => EnqueueOutcome::Terminal(status_of(&status)?),
+            })
         }
         .boxed()
     }
@@ -937,14 +655,20 @@ impl Store for SqliteStore {
         self.fetch_orchestrations_inner(owner, max).boxed()
     }
 
-    fn load_history<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>> {
+    fn load_history<'a>(
+        &'a self,
+        instance_id: &'a InstanceId,
+    ) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>> {
         async move {
-            let rows: Vec<(String,)> = sqlx::query_as("SELECT event FROM history WHERE instance_id = ? ORDER BY idx")
-                .bind(instance_id.as_str())
-                .fetch_all(&self.reader)
-                .await
-                .map_err(db)?;
-            rows.iter().map(|(text,)| from_json(text, "history event")).collect()
+            let rows: Vec<(String,)> =
+                sqlx::query_as("SELECT event FROM history WHERE instance_id = ? ORDER BY idx")
+                    .bind(instance_id.as_str())
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(db)?;
+            rows.iter()
+                .map(|(text,)| from_json(text, "history event"))
+                .collect()
         }
         .boxed()
     }
@@ -998,12 +722,14 @@ impl Store for SqliteStore {
             let until = lease_end(lease);
             let mut tx = self.begin().await?;
             for table in ["instances", "activities"] {
-                sqlx::query(&format!("UPDATE {table} SET lock_expires = ? WHERE lock_owner = ?"))
-                    .bind(until)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                sqlx::query(&format!(
+                    "UPDATE {table} SET lock_expires = ? WHERE lock_owner = ?"
+                ))
+                .bind(until)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
             }
             tx.commit().await.map_err(db)?;
             Ok(())
@@ -1057,11 +783,14 @@ impl Store for SqliteStore {
     fn purge_instance<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<PurgeOutcome>> {
         async move {
             let mut tx = self.begin().await?;
-            let outcome = match instance_status(&mut tx, instance_id).await? {
+            let rows = write::instance_rows(&mut tx, &[instance_id.as_str()]).await?;
+            let outcome = match rows.get(instance_id.as_str()) {
                 None => PurgeOutcome::NotFound,
-                Some(status) if !status.is_terminal() => PurgeOutcome::NotTerminal(status),
+                Some(row) if !row.status.is_terminal() => PurgeOutcome::NotTerminal(row.status),
                 Some(_) => {
-                    delete_instance_rows(&mut tx, instance_id).await?;
+                    let mut sql = write::Sql::new();
+                    sql.delete_instance_rows(instance_id.as_str());
+                    sql.execute(&mut tx).await?;
                     PurgeOutcome::Purged
                 }
             };
