@@ -170,7 +170,10 @@ async fn timer_delays(store: &Arc<dyn Store>, id: &InstanceId) -> Vec<Duration> 
     let mut delays = Vec::new();
     for event in store.load_history(id).await.unwrap() {
         match event {
-            HistoryEvent::OrchestratorStarted { timestamp } => turn_time = Some(timestamp),
+            // The code sees the turn's time to the millisecond.
+            HistoryEvent::OrchestratorStarted { timestamp } => {
+                turn_time = DateTime::from_timestamp_millis(timestamp.timestamp_millis());
+            }
             HistoryEvent::TimerCreated { fire_at, .. } => {
                 delays.push((fire_at - turn_time.expect("a turn started")).to_std().unwrap());
             }
