@@ -390,6 +390,46 @@ async fn suspended_instances_keep_their_messages_until_resumed() {
     rig.shutdown().await;
 }
 
+/// Suspending an instance that has not started yet either is refused with
+/// a typed error or holds the instance until it is resumed; it is never
+/// accepted and then ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug in run_turn (replay.rs): an ExecutionSuspended message that reaches a Pending \
+            instance is consumed and dropped, so the client's suspend returns Ok and the \
+            instance starts and runs anyway"]
+async fn an_instance_suspended_before_it_starts_waits_for_resume() {
+    let rig = rig().await;
+    let start_at = Utc::now() + chrono::Duration::milliseconds(300);
+    let id = rig
+        .client
+        .start_with(StartOptions::new("starts_at", &()).unwrap().start_at(start_at))
+        .await
+        .unwrap();
+    if let Err(err) = rig.client.suspend(&id, Some("not yet")).await {
+        assert!(
+            matches!(
+                err,
+                Error::InvalidState {
+                    status: RuntimeStatus::Pending,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        return;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let meta = rig.client.get_instance(&id).await.unwrap().unwrap();
+    assert!(
+        !meta.status.is_terminal(),
+        "a suspend the client accepted was ignored: the instance ran to {:?}",
+        meta.status
+    );
+    rig.client.resume(&id, None).await.unwrap();
+    let _: DateTime<Utc> = output_of(&rig.client, &id).await;
+    rig.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_instance_can_be_terminated() {
     let rig = rig().await;

@@ -525,6 +525,96 @@ async fn sub_orchestrations_return_results_and_failures() {
     rig.shutdown().await;
 }
 
+async fn looping_child(
+    ctx: OrchestrationContext,
+    (n, target): (i64, i64),
+) -> Result<i64, OrchestrationError> {
+    if n < target {
+        let next: i64 = ctx.call_activity("double", &n).await?;
+        return ctx.continue_as_new(&(next.max(n + 1), target)).await;
+    }
+    Ok(n)
+}
+
+async fn waiting_child(ctx: OrchestrationContext, _: ()) -> Result<String, OrchestrationError> {
+    ctx.set_custom_status(&"child waiting")?;
+    ctx.wait_for_external_event("never").await
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct SubEdgeCases {
+    looped: i64,
+    conflict_type: String,
+    terminated_type: String,
+}
+
+async fn sub_edge_cases(ctx: OrchestrationContext, _: ()) -> Result<SubEdgeCases, OrchestrationError> {
+    // A child that continues as new reports its final output.
+    let looped: i64 = ctx.call_sub_orchestration("looping_child", &(1, 20)).await?;
+    // A child id that a running instance already holds.
+    let conflict_type = match ctx
+        .call_sub_orchestration_with_id::<String>("waiting_child", iid("busy"), &())
+        .await
+    {
+        Err(OrchestrationError::SubOrchestrationFailed { failure, .. }) => failure.error_type,
+        other => format!("unexpected {other:?}"),
+    };
+    // A child terminated by a client.
+    ctx.set_custom_status(&"calling the child to terminate")?;
+    let terminated_type = match ctx
+        .call_sub_orchestration_with_id::<String>("waiting_child", iid("doomed"), &())
+        .await
+    {
+        Err(OrchestrationError::SubOrchestrationFailed { failure, .. }) => failure.error_type,
+        other => format!("unexpected {other:?}"),
+    };
+    Ok(SubEdgeCases {
+        looped,
+        conflict_type,
+        terminated_type,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_orchestrations_that_continue_as_new_conflict_or_are_terminated() {
+    let rig = Rig::new(
+        basic_activities()
+            .orchestration("looping_child", looping_child)
+            .orchestration("waiting_child", waiting_child)
+            .orchestration("sub_edge_cases", sub_edge_cases),
+    )
+    .await;
+    let busy = rig
+        .client
+        .start_with(
+            StartOptions::new("waiting_child", &())
+                .unwrap()
+                .instance_id(iid("busy")),
+        )
+        .await
+        .unwrap();
+    wait_custom_status(&rig.client, &busy, json!("child waiting")).await;
+    let id = rig.client.start("sub_edge_cases", &()).await.unwrap();
+    wait_custom_status(&rig.client, &iid("doomed"), json!("child waiting")).await;
+    rig.client
+        .terminate(&iid("doomed"), Some("no longer needed"))
+        .await
+        .unwrap();
+    let out: SubEdgeCases = output_of(&rig.client, &id).await;
+    assert_eq!(
+        out,
+        SubEdgeCases {
+            looped: 32,
+            conflict_type: "InstanceAlreadyExists".into(),
+            terminated_type: "Terminated".into(),
+        }
+    );
+    // The running instance that held the id was left alone.
+    let meta = rig.client.get_instance(&busy).await.unwrap().unwrap();
+    assert_eq!(meta.status, RuntimeStatus::Running);
+    rig.shutdown().await;
+}
+
 // ----------------------------------------------------------- continue-as-new
 
 async fn counter(ctx: OrchestrationContext, (n, target): (i64, i64)) -> Result<i64, OrchestrationError> {
