@@ -3,7 +3,8 @@
 //! an orchestration; other workers take the instance over once the dead
 //! worker's leases expire. The orchestration must complete with the right
 //! result, and its stream must be exactly the expected list: no step lost,
-//! none recorded twice. Activities may run twice (at-least-once), at most
+//! none recorded twice, and a watcher in the parent process sees exactly
+//! that stream. Activities may run twice (at-least-once), at most
 //! once more per kill.
 
 mod common;
@@ -198,6 +199,25 @@ async fn run_with_kills(steps: u64, burst: u64, kill_at: &[u64]) {
         .await
         .unwrap();
 
+    // A watcher in this process follows the stream that other processes
+    // write, across the kills.
+    let watcher = tokio::spawn({
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            use futures::StreamExt;
+            let mut watch = Box::pin(client.watch_events(&id, 0));
+            let mut got = Vec::new();
+            while let Some(event) = tokio::time::timeout(WAIT, watch.next())
+                .await
+                .expect("the watch stalled")
+            {
+                got.push(event.expect("watch yields events"));
+            }
+            got
+        }
+    });
+
     for &n in kill_at {
         let mut child = ChildWorker::spawn(&db);
         wait_for_progress(&client, &id, n, &mut child).await;
@@ -227,6 +247,11 @@ async fn run_with_kills(steps: u64, burst: u64, kill_at: &[u64]) {
         "the stream is exactly the expected list"
     );
     assert_eq!(meta.stream_len, expected.len() as u64);
+    assert_eq!(
+        summary(&watcher.await.unwrap()),
+        expected,
+        "the watcher saw exactly the stream"
+    );
 
     // Every step's activity ran; a kill may have made one run twice.
     let effects = std::fs::read_to_string(effects_path(&db)).unwrap();

@@ -1,6 +1,7 @@
-//! Workers: graceful shutdown hands claimed work over at once, several
-//! workers on one database share instances without running a turn twice,
-//! and the activity concurrency limit holds.
+//! Workers: graceful shutdown hands claimed work over at once, durable
+//! timers and retries outlive the worker that created them, several workers
+//! on one database share instances without running a turn twice, and the
+//! activity concurrency limit holds.
 
 mod common;
 
@@ -182,4 +183,64 @@ async fn small_batches_and_a_tiny_cache_still_run_everything() {
         assert_eq!(summary(&read_all(&rig.client, id, 100).await), chain_stream(5));
     }
     rig.shutdown().await;
+}
+
+async fn sleeper(ctx: OrchestrationContext, _: ()) -> Result<Vec<String>, OrchestrationError> {
+    let started = ctx.current_utc_datetime();
+    ctx.set_custom_status(&"sleeping")?;
+    ctx.create_timer_in(Duration::from_millis(800)).await?;
+    let woke = ctx.current_utc_datetime();
+    let policy = RetryPolicy::new(3, Duration::from_millis(600));
+    let tries: u32 = ctx.call_activity_with_retry("fails_once", &(), policy).await?;
+    Ok(vec![
+        format!("slept {}", (woke - started).num_milliseconds() >= 800),
+        format!("tries {tries}"),
+    ])
+}
+
+fn sleeper_registry(calls: Arc<AtomicUsize>) -> Registry {
+    Registry::new().orchestration("sleeper", sleeper).activity(
+        "fails_once",
+        move |_ctx: ActivityContext, (): ()| {
+            let calls = calls.clone();
+            async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == 1 {
+                    Err("first try fails".to_owned())
+                } else {
+                    Ok(n as u32)
+                }
+            }
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_and_retries_outlive_the_worker_that_created_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("timers.db").to_str().unwrap().to_owned();
+    let calls = Arc::new(AtomicUsize::new(0));
+
+    let store = file_store(&db).await;
+    let first = Worker::start(store.clone(), sleeper_registry(calls.clone())).unwrap();
+    let client = Client::new(store);
+    let id = client.start("sleeper", &()).await.unwrap();
+    common::wait_custom_status(&client, &id, json!("sleeping")).await;
+    first.shutdown().await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // A new worker (a new process, as far as the store can tell) fires the
+    // timer and makes the first attempt, which fails; it stops during the
+    // retry delay, and a third worker retries.
+    let second = Worker::start(file_store(&db).await, sleeper_registry(calls.clone())).unwrap();
+    common::eventually("the first attempt", || async {
+        (calls.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    second.shutdown().await.unwrap();
+    let third = Worker::start(file_store(&db).await, sleeper_registry(calls.clone())).unwrap();
+    let out: Vec<String> = output_of(&client, &id).await;
+    assert_eq!(out, ["slept true", "tries 2"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    third.shutdown().await.unwrap();
 }
