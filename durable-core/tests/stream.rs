@@ -3,8 +3,9 @@
 //! from every cursor, late, slow and many watchers, watchers that end
 //! exactly after the last event of a terminal instance, numbering across
 //! continue-as-new, the per-event cap, stream length, purge, and
-//! deterministic `emitted_at` and `execution_id`. (Duplicates after a
-//! killed worker process are tested in `crash.rs`.)
+//! deterministic `emitted_at` and `execution_id`, and the store's
+//! uniqueness keys that refuse a duplicate even from a buggy turn.
+//! (Duplicates after a killed worker process are tested in `crash.rs`.)
 
 mod common;
 
@@ -553,5 +554,99 @@ async fn emitted_at_is_the_orchestration_time_and_execution_id_is_set() {
             "each turn has its own time"
         );
         rig.shutdown().await;
+    }
+}
+
+/// The backstop of exactly-once: even if replay logic had a bug and a turn
+/// carried an emit again, the store refuses it (the key execution + emit
+/// index), and refuses a sequence number used twice; the whole turn is
+/// rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
+    use durable_core::store::{InstanceUpdate, NewStreamEvent, TurnCommit, TurnOutcome};
+    use durable_core::StoreError;
+
+    let store = common::memory_store().await;
+    let client = Client::new(store.clone());
+    let id = client.start("emitter", &()).await.unwrap();
+    let lease = Duration::from_secs(30);
+
+    let turn = |item: &durable_core::store::OrchestrationWorkItem, stream: Vec<(u64, u64)>| {
+        let execution_id = item.state.execution_id.clone();
+        let stream_seq = item.state.stream_seq + stream.len() as u64;
+        let execution_emits = item.state.execution_emits + stream.len() as u64;
+        TurnCommit {
+            instance_id: item.instance_id.clone(),
+            consumed: item.messages.iter().map(|m| m.id).collect(),
+            new_execution: false,
+            history: Vec::new(),
+            history_index: item.state.history_len,
+            update: Some(InstanceUpdate {
+                status: RuntimeStatus::Running,
+                execution_id: execution_id.clone(),
+                input: None,
+                custom_status: None,
+                output: None,
+                failure: None,
+                history_len: item.state.history_len,
+                stream_seq,
+                execution_emits,
+            }),
+            activities: Vec::new(),
+            messages: Vec::new(),
+            sub_orchestrations: Vec::new(),
+            stream: stream
+                .into_iter()
+                .map(|(seq, emit_index)| NewStreamEvent {
+                    seq,
+                    execution_id: execution_id.clone(),
+                    emit_index,
+                    name: "e".into(),
+                    payload: format!("{emit_index}"),
+                    emitted_at: Utc::now(),
+                })
+                .collect(),
+        }
+    };
+    let claim = || async {
+        let mut items = store.fetch_orchestrations("tester", lease, 10).await.unwrap();
+        assert_eq!(items.len(), 1);
+        items.pop().unwrap()
+    };
+
+    let item = claim().await;
+    let outcome = store
+        .commit_turns("tester", vec![turn(&item, vec![(1, 0), (2, 1)])])
+        .await
+        .unwrap();
+    assert_eq!(outcome, [TurnOutcome::Committed]);
+
+    for (what, stream) in [
+        ("emit index 1 again", vec![(3, 1)]),
+        ("seq 2 again", vec![(2, 2)]),
+    ] {
+        client.raise_event(&id, "poke", &()).await.unwrap();
+        let item = claim().await;
+        let err = store
+            .commit_turns("tester", vec![turn(&item, stream)])
+            .await
+            .expect_err(what);
+        assert!(matches!(err, StoreError::Conflict(_)), "{what}: {err:?}");
+        store
+            .abandon_orchestration("tester", &id, Duration::ZERO)
+            .await
+            .unwrap();
+        // Nothing of the refused turn was written.
+        let meta = client.get_instance(&id).await.unwrap().unwrap();
+        assert_eq!(meta.stream_len, 2, "{what}");
+        let events = read_all(&client, &id, 100).await;
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| (e.seq, e.payload.clone()))
+                .collect::<Vec<_>>(),
+            [(1, json!(0)), (2, json!(1))],
+            "{what}"
+        );
     }
 }
