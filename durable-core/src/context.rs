@@ -262,6 +262,12 @@ impl State {
     pub(crate) fn emit_count(&self) -> u64 {
         self.next_emit_index
     }
+
+    /// The turn's time truncated to the millisecond, the precision stores
+    /// keep (see [`OrchestrationContext::current_utc_datetime`]).
+    fn orchestration_time(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.now.timestamp_millis()).unwrap_or(self.now)
+    }
 }
 
 /// The handle orchestration code uses to schedule work and read
@@ -329,9 +335,13 @@ impl OrchestrationContext {
     }
 
     /// The current time of the orchestration: the time the current turn
-    /// began, the same on every replay.
+    /// began, to the millisecond, the same on every replay.
+    ///
+    /// Millisecond precision is what stores keep, so the time the code reads
+    /// is exactly the `emitted_at` of the stream events it emits, and a
+    /// timer created from it fires no earlier than asked.
     pub fn current_utc_datetime(&self) -> DateTime<Utc> {
-        self.lock().now
+        self.lock().orchestration_time()
     }
 
     /// A UUID that is the same on every replay.
@@ -609,7 +619,7 @@ impl OrchestrationContext {
         let emit_index = state.next_emit_index;
         state.next_emit_index += 1;
         if emit_index >= state.persisted_emits {
-            let emitted_at = state.now;
+            let emitted_at = state.orchestration_time();
             state.emits.push(PendingEmit {
                 emit_index,
                 name: name.to_owned(),

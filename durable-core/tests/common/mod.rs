@@ -1,0 +1,179 @@
+//! Helpers shared by the durable-core integration tests: a store, a worker
+//! and a client wired together, and waits that fail loudly instead of
+//! hanging.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use durable_core::prelude::*;
+use durable_core::{InstanceMetadata, StreamEvent};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A private in-memory store.
+pub async fn memory_store() -> Arc<dyn Store> {
+    Arc::new(SqliteStore::in_memory().await.expect("in-memory store"))
+}
+
+/// A store, a worker on it and a client of it.
+pub struct Rig {
+    pub store: Arc<dyn Store>,
+    pub client: Client,
+    pub worker: Option<Worker>,
+}
+
+impl Rig {
+    /// An in-memory store with a worker using default options.
+    pub async fn new(registry: Registry) -> Self {
+        Self::with_options(registry, WorkerOptions::new()).await
+    }
+
+    /// An in-memory store with a worker using `options`.
+    pub async fn with_options(registry: Registry, options: WorkerOptions) -> Self {
+        let store = memory_store().await;
+        let worker = Worker::start_with(store.clone(), registry, options).expect("worker starts");
+        Self {
+            client: Client::new(store.clone()),
+            store,
+            worker: Some(worker),
+        }
+    }
+
+    /// Starts `name` with `input` and waits until it is terminal.
+    pub async fn run(&self, name: &str, input: &impl Serialize) -> InstanceMetadata {
+        let id = self.client.start(name, input).await.expect("start");
+        wait_done(&self.client, &id).await
+    }
+
+    /// Stops the worker gracefully.
+    pub async fn shutdown(mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.shutdown().await.expect("worker shuts down");
+        }
+    }
+}
+
+/// An instance id from a literal.
+pub fn iid(s: &str) -> InstanceId {
+    InstanceId::new(s).expect("valid instance id")
+}
+
+/// Waits (at most [`WAIT`]) until the instance is terminal.
+pub async fn wait_done(client: &Client, id: &InstanceId) -> InstanceMetadata {
+    client
+        .wait_for_completion(id, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("instance {id} did not finish: {e}"))
+}
+
+/// Waits until the instance completed and returns its output as `T`;
+/// panics with the failure details otherwise.
+pub async fn output_of<T: serde::de::DeserializeOwned>(client: &Client, id: &InstanceId) -> T {
+    let meta = wait_done(client, id).await;
+    assert_eq!(
+        meta.status,
+        RuntimeStatus::Completed,
+        "instance {id} ended {:?} with failure {:?}",
+        meta.status,
+        meta.failure
+    );
+    meta.output_as().expect("output has the expected type")
+}
+
+/// Reads the whole stream of an instance, a page of `page` events at a time.
+pub async fn read_all(client: &Client, id: &InstanceId, page: u32) -> Vec<StreamEvent> {
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let p = client.get_events(id, cursor, page).await.expect("get_events");
+        if p.events.is_empty() {
+            return out;
+        }
+        cursor = p.next_cursor;
+        out.extend(p.events);
+    }
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, for at most [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the instance's custom status equals `expected`.
+pub async fn wait_custom_status(client: &Client, id: &InstanceId, expected: Value) -> InstanceMetadata {
+    eventually(&format!("custom status {expected} on {id}"), || async {
+        let meta = client.get_instance(id).await.expect("get_instance")?;
+        assert!(
+            !meta.status.is_terminal() || meta.custom_status.as_ref() == Some(&expected),
+            "instance {id} ended {:?} ({:?}) before its custom status became {expected}",
+            meta.status,
+            meta.failure
+        );
+        (meta.custom_status.as_ref() == Some(&expected)).then_some(meta)
+    })
+    .await
+}
+
+/// Waits until the instance's stream holds at least `n` events.
+pub async fn wait_stream_len(client: &Client, id: &InstanceId, n: u64) -> InstanceMetadata {
+    eventually(&format!("{n} stream events on {id}"), || async {
+        let meta = client.get_instance(id).await.expect("get_instance")?;
+        (meta.stream_len >= n).then_some(meta)
+    })
+    .await
+}
+
+/// A gate activities wait on until the test opens it.
+#[derive(Clone)]
+pub struct Gate(Arc<Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self(Arc::new(Semaphore::new(0)))
+    }
+
+    /// Lets `n` waiters through.
+    pub fn open(&self, n: usize) {
+        self.0.add_permits(n);
+    }
+
+    /// Waits until the gate lets this caller through.
+    pub async fn pass(&self) {
+        self.0.acquire().await.expect("gate closed").forget();
+    }
+}
+
+/// Sequence numbers, names and payloads of a stream, for exact comparisons.
+pub fn summary(events: &[StreamEvent]) -> Vec<(u64, String, Value)> {
+    events
+        .iter()
+        .map(|e| (e.seq, e.name.clone(), e.payload.clone()))
+        .collect()
+}

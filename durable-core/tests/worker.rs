@@ -1,0 +1,246 @@
+//! Workers: graceful shutdown hands claimed work over at once, durable
+//! timers and retries outlive the worker that created them, several workers
+//! on one database share instances without running a turn twice, and the
+//! activity concurrency limit holds.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{iid, output_of, read_all, summary, wait_done, wait_stream_len, Rig};
+use durable_core::future::join_all;
+use durable_core::prelude::*;
+use serde_json::{json, Value};
+
+async fn chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, OrchestrationError> {
+    let mut sum = 0;
+    for i in 0..steps {
+        let r: u64 = ctx.call_activity("slow_square", &i).await?;
+        ctx.emit_event("step", &json!([i, r]))?;
+        sum += r;
+    }
+    Ok(sum)
+}
+
+async fn slow_square(_ctx: ActivityContext, i: u64) -> Result<u64, Infallible> {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Ok(i * i)
+}
+
+fn registry() -> Registry {
+    Registry::new()
+        .orchestration("chain", chain)
+        .activity("slow_square", slow_square)
+}
+
+fn chain_stream(steps: u64) -> Vec<(u64, String, Value)> {
+    (0..steps)
+        .map(|i| (i + 1, "step".to_owned(), json!([i, i * i])))
+        .collect()
+}
+
+fn chain_sum(steps: u64) -> u64 {
+    (0..steps).map(|i| i * i).sum()
+}
+
+async fn file_store(path: &str) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open(path.to_owned()).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_claimed_work_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("handoff.db").to_str().unwrap().to_owned();
+    let first_store = file_store(&db).await;
+    // The default lease is 30 s: the second worker finishing well within
+    // that shows the first released what it held.
+    let first = Worker::start(first_store.clone(), registry()).unwrap();
+    let client = Client::new(first_store);
+    let id = client.start("chain", &30u64).await.unwrap();
+    wait_stream_len(&client, &id, 5).await;
+    first.shutdown().await.unwrap();
+    let meta = client.get_instance(&id).await.unwrap().unwrap();
+    assert_eq!(meta.status, RuntimeStatus::Running, "stopped mid-run");
+
+    let second_store = file_store(&db).await;
+    let second = Worker::start(second_store.clone(), registry()).unwrap();
+    let client = Client::new(second_store);
+    let meta = client
+        .wait_for_completion(&id, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
+    assert_eq!(meta.output, Some(json!(chain_sum(30))));
+    assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(30));
+    second.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_sharing_a_database_run_each_turn_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db").to_str().unwrap().to_owned();
+    let stores = [
+        file_store(&db).await,
+        file_store(&db).await,
+        file_store(&db).await,
+    ];
+    let workers: Vec<Worker> = stores[..2]
+        .iter()
+        .map(|s| {
+            Worker::start_with(
+                s.clone(),
+                registry(),
+                WorkerOptions::new().orchestration_batch(3).cache_capacity(4),
+            )
+            .unwrap()
+        })
+        .collect();
+    let client = Client::new(stores[2].clone());
+    let mut ids = Vec::new();
+    for n in 0..12u64 {
+        let id = iid(&format!("shared-{n}"));
+        client
+            .start_with(StartOptions::new("chain", &8u64).unwrap().instance_id(id.clone()))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    for id in &ids {
+        let sum: u64 = output_of(&client, id).await;
+        assert_eq!(sum, chain_sum(8));
+        assert_eq!(
+            summary(&read_all(&client, id, 100).await),
+            chain_stream(8),
+            "{id}"
+        );
+    }
+    for worker in workers {
+        worker.shutdown().await.unwrap();
+    }
+}
+
+/// A registry whose `probe` activity records the most activities that ran
+/// at once.
+fn probe_registry(running: Arc<AtomicUsize>, most: Arc<AtomicUsize>) -> Registry {
+    Registry::new()
+        .orchestration("fan_out", |ctx: OrchestrationContext, n: u64| async move {
+            let calls = (0..n).map(|i| ctx.call_activity::<u64>("probe", &i));
+            join_all(calls).await.into_iter().collect::<Result<Vec<u64>, _>>()
+        })
+        .activity("probe", move |_ctx: ActivityContext, i: u64| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, Infallible>(i)
+            }
+        })
+}
+
+async fn most_at_once(options: WorkerOptions) -> usize {
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let rig = Rig::with_options(probe_registry(running, most.clone()), options).await;
+    let id = rig.client.start("fan_out", &6u64).await.unwrap();
+    let out: Vec<u64> = output_of(&rig.client, &id).await;
+    assert_eq!(out, [0, 1, 2, 3, 4, 5]);
+    rig.shutdown().await;
+    most.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_concurrency_is_limited() {
+    assert_eq!(
+        most_at_once(WorkerOptions::new().activity_concurrency(1)).await,
+        1
+    );
+    let most = most_at_once(WorkerOptions::new().activity_concurrency(2)).await;
+    assert!((1..=2).contains(&most), "{most}");
+    // Without a tight limit the six calls run together.
+    assert!(most_at_once(WorkerOptions::new()).await > 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_batches_and_a_tiny_cache_still_run_everything() {
+    let rig = Rig::with_options(
+        registry(),
+        WorkerOptions::new().orchestration_batch(1).cache_capacity(1),
+    )
+    .await;
+    let ids: Vec<InstanceId> = join_all((0..10).map(|_| rig.client.start("chain", &5u64)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for id in &ids {
+        let meta = wait_done(&rig.client, id).await;
+        assert_eq!(meta.output, Some(json!(chain_sum(5))), "{:?}", meta.failure);
+        assert_eq!(summary(&read_all(&rig.client, id, 100).await), chain_stream(5));
+    }
+    rig.shutdown().await;
+}
+
+async fn sleeper(ctx: OrchestrationContext, _: ()) -> Result<Vec<String>, OrchestrationError> {
+    let started = ctx.current_utc_datetime();
+    ctx.set_custom_status(&"sleeping")?;
+    ctx.create_timer_in(Duration::from_millis(800)).await?;
+    let woke = ctx.current_utc_datetime();
+    let policy = RetryPolicy::new(3, Duration::from_millis(600));
+    let tries: u32 = ctx.call_activity_with_retry("fails_once", &(), policy).await?;
+    Ok(vec![
+        format!("slept {}", (woke - started).num_milliseconds() >= 800),
+        format!("tries {tries}"),
+    ])
+}
+
+fn sleeper_registry(calls: Arc<AtomicUsize>) -> Registry {
+    Registry::new().orchestration("sleeper", sleeper).activity(
+        "fails_once",
+        move |_ctx: ActivityContext, (): ()| {
+            let calls = calls.clone();
+            async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == 1 {
+                    Err("first try fails".to_owned())
+                } else {
+                    Ok(n as u32)
+                }
+            }
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_and_retries_outlive_the_worker_that_created_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("timers.db").to_str().unwrap().to_owned();
+    let calls = Arc::new(AtomicUsize::new(0));
+
+    let store = file_store(&db).await;
+    let first = Worker::start(store.clone(), sleeper_registry(calls.clone())).unwrap();
+    let client = Client::new(store);
+    let id = client.start("sleeper", &()).await.unwrap();
+    common::wait_custom_status(&client, &id, json!("sleeping")).await;
+    first.shutdown().await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // A new worker (a new process, as far as the store can tell) fires the
+    // timer and makes the first attempt, which fails; it stops during the
+    // retry delay, and a third worker retries.
+    let second = Worker::start(file_store(&db).await, sleeper_registry(calls.clone())).unwrap();
+    common::eventually("the first attempt", || async {
+        (calls.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    second.shutdown().await.unwrap();
+    let third = Worker::start(file_store(&db).await, sleeper_registry(calls.clone())).unwrap();
+    let out: Vec<String> = output_of(&client, &id).await;
+    assert_eq!(out, ["slept true", "tries 2"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    third.shutdown().await.unwrap();
+}
