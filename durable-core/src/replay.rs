@@ -311,6 +311,19 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
         };
     }
 
+    let mut messages = messages;
+    if !runner.is_started() {
+        // Control operations first (a suspended instance does not start
+        // until it is resumed), then the start, then what the execution
+        // receives.
+        messages.sort_by_key(|m| match m.event {
+            HistoryEvent::ExecutionSuspended { .. }
+            | HistoryEvent::ExecutionResumed { .. }
+            | HistoryEvent::ExecutionTerminated { .. } => 0,
+            HistoryEvent::ExecutionStarted { .. } => 1,
+            _ => 2,
+        });
+    }
     let mut history = Vec::new();
     for message in messages {
         let waits = (status == RuntimeStatus::Suspended && !is_control(&message.event))
@@ -344,7 +357,9 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
                 commit.new_execution = true;
                 status = RuntimeStatus::Running;
             }
-            HistoryEvent::ExecutionSuspended { .. } if status == RuntimeStatus::Running => {
+            HistoryEvent::ExecutionSuspended { .. }
+                if matches!(status, RuntimeStatus::Running | RuntimeStatus::Pending) =>
+            {
                 status = RuntimeStatus::Suspended;
             }
             HistoryEvent::ExecutionResumed { .. } if status == RuntimeStatus::Suspended => {
@@ -352,6 +367,15 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
             }
             HistoryEvent::ExecutionSuspended { .. } | HistoryEvent::ExecutionResumed { .. } => continue,
             _ => {}
+        }
+        if !runner.is_started()
+            && matches!(
+                message.event,
+                HistoryEvent::ExecutionSuspended { .. } | HistoryEvent::ExecutionResumed { .. }
+            )
+        {
+            // No execution yet to record it in: the status says it all.
+            continue;
         }
         if history.is_empty() {
             let started = HistoryEvent::OrchestratorStarted { timestamp: now };

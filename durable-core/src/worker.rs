@@ -425,14 +425,16 @@ impl Dispatcher {
         let store = self.store.clone();
         let mut work = store.changes().orchestration_work();
         let mut backoff = Backoff::new(store.poll_interval());
+        // When to look at the store next even without a signal: a timer
+        // becomes due, a lease expires, or it is time to poll.
         let mut look_at = Instant::now();
         let mut error_backoff = Duration::from_millis(10);
+        let mut deadline = Instant::now();
         loop {
             if *shutdown.borrow() && !self.shutting_down {
                 self.shutting_down = true;
                 // Let the activities this worker runs finish in time.
-                let deadline = Instant::now() + self.options.shutdown_timeout;
-                look_at = deadline;
+                deadline = Instant::now() + self.options.shutdown_timeout;
             }
             let mut pending = Pending::default();
             self.take_completions(&mut pending);
@@ -456,12 +458,12 @@ impl Dispatcher {
             }
             if pending.is_empty() && self.foreign.is_empty() && self.release.is_empty() {
                 if self.shutting_down {
-                    if self.activities.in_flight() == 0 || Instant::now() >= look_at {
+                    if self.activities.in_flight() == 0 || Instant::now() >= deadline {
                         break;
                     }
                     tokio::select! {
                         Some(c) = self.completions.recv() => self.push_completion(&mut pending, c),
-                        () = tokio::time::sleep_until(look_at) => {}
+                        () = tokio::time::sleep_until(deadline) => {}
                     }
                 } else {
                     tokio::select! {
@@ -480,7 +482,13 @@ impl Dispatcher {
                 self.take_completions(&mut pending);
             }
             match self.process(pending).await {
-                Ok(()) => error_backoff = Duration::from_millis(10),
+                Ok(due) => {
+                    error_backoff = Duration::from_millis(10);
+                    // A timer (or a delayed message) it just wrote.
+                    if let Some(due) = due {
+                        look_at = look_at.min(due);
+                    }
+                }
                 Err(e) => {
                     tracing::error!(worker = %self.owner, error = %e, "could not commit orchestration turns");
                     tokio::time::sleep(error_backoff).await;
@@ -593,7 +601,8 @@ impl Dispatcher {
     }
 
     /// Runs one turn per pending instance and commits them together.
-    async fn process(&mut self, mut pending: Pending) -> Result<(), StoreError> {
+    /// Returns when the earliest delayed message it wrote (a timer) is due.
+    async fn process(&mut self, mut pending: Pending) -> Result<Option<Instant>, StoreError> {
         let now = Utc::now();
         let mut results: Vec<(TurnResult, String)> = Vec::with_capacity(pending.order.len());
         let claim_room = (self.options.activity_concurrency * 2).saturating_sub(self.activities.in_flight());
@@ -641,7 +650,7 @@ impl Dispatcher {
             release: std::mem::take(&mut self.release),
         };
         if batch.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let outcomes = match self
             .store
@@ -661,10 +670,15 @@ impl Dispatcher {
                 return Err(e);
             }
         };
+        let mut due = None;
         for ((result, name), outcome) in results.into_iter().zip(outcomes) {
             let TurnResult { commit, runner, .. } = result;
             match outcome {
                 TurnOutcome::Committed => {
+                    if let Some(at) = commit.messages.iter().map(|m| m.visible_at).min() {
+                        let at = Instant::now() + (at - now).to_std().unwrap_or_default();
+                        due = Some(due.map_or(at, |d: Instant| d.min(at)));
+                    }
                     if commit.claim_activities {
                         for activity in &commit.activities {
                             self.activities.run(ActivityWorkItem {
@@ -690,7 +704,7 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(())
+        Ok(due)
     }
 
     /// Sends handed-over activity results back to the inbox route.

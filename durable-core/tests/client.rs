@@ -168,10 +168,6 @@ async fn an_event_raised_before_a_delayed_start_is_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug in run_turn (replay.rs) with SqliteStore::commit_turns: the turn that starts \
-            the execution sets new_execution and so deletes the history rows of the earlier turn \
-            that took the raised event; the next replay misses the event and the instance is \
-            stuck, its turn retried forever"]
 async fn an_event_raised_before_a_delayed_start_survives_replay() {
     event_before_a_delayed_start(WorkerOptions::new().cache_capacity(0)).await;
 }
@@ -394,9 +390,6 @@ async fn suspended_instances_keep_their_messages_until_resumed() {
 /// a typed error or holds the instance until it is resumed; it is never
 /// accepted and then ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug in run_turn (replay.rs): an ExecutionSuspended message that reaches a Pending \
-            instance is consumed and dropped, so the client's suspend returns Ok and the \
-            instance starts and runs anyway"]
 async fn an_instance_suspended_before_it_starts_waits_for_resume() {
     let rig = rig().await;
     let start_at = Utc::now() + chrono::Duration::milliseconds(300);

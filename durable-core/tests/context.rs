@@ -426,9 +426,6 @@ async fn wait_with_timeout_timeout_wins_and_a_late_event_is_kept() {
 /// then passes: when a worker comes back, the event, which came first,
 /// must win the race.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug in SqliteStore::fetch_orchestrations (store/): a turn takes its messages in \
-            insertion order (ORDER BY id), not in the order they became visible, so a timer \
-            created before an event was raised is applied first even though it fired later"]
 async fn wait_with_timeout_an_event_raised_in_time_wins_after_downtime() {
     let registry = || Registry::new().orchestration("with_timeout", with_timeout);
     let mut rig = Rig::new(registry()).await;
@@ -716,9 +713,6 @@ async fn accumulate(ctx: OrchestrationContext, total: u32) -> Result<u32, Orches
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug in run_turn (replay.rs): events raised while an execution continues as new are \
-            applied before the next ExecutionStarted, buffered in that execution, and dropped \
-            when it continues as new again"]
 async fn events_raised_during_continue_as_new_reach_the_next_execution() {
     let rig = Rig::new(Registry::new().orchestration("accumulate", accumulate)).await;
     let id = rig.client.start("accumulate", &0u32).await.unwrap();

@@ -563,7 +563,9 @@ async fn emitted_at_is_the_orchestration_time_and_execution_id_is_set() {
 /// rolled back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
-    use durable_core::store::{InstanceUpdate, NewStreamEvent, TurnCommit, TurnOutcome};
+    use durable_core::store::{
+        CommitBatch, InstanceUpdate, MessageSource, NewStreamEvent, TurnCommit, TurnOutcome,
+    };
     use durable_core::StoreError;
 
     let store = common::memory_store().await;
@@ -577,7 +579,16 @@ async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
         let execution_emits = item.state.execution_emits + stream.len() as u64;
         TurnCommit {
             instance_id: item.instance_id.clone(),
-            consumed: item.messages.iter().map(|m| m.id).collect(),
+            version: item.state.version,
+            consumed: item
+                .messages
+                .iter()
+                .filter_map(|m| match m.source {
+                    MessageSource::Inbox(id) => Some(id),
+                    MessageSource::Activity(_) => None,
+                })
+                .collect(),
+            completed_activities: Vec::new(),
             new_execution: false,
             history: Vec::new(),
             history_index: item.state.history_len,
@@ -593,6 +604,8 @@ async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
                 execution_emits,
             }),
             activities: Vec::new(),
+            claim_activities: false,
+            keep_lease: false,
             messages: Vec::new(),
             sub_orchestrations: Vec::new(),
             stream: stream
@@ -615,10 +628,17 @@ async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
     };
 
     let item = claim().await;
-    let outcome = store
-        .commit_turns("tester", vec![turn(&item, vec![(1, 0), (2, 1)])])
-        .await
-        .unwrap();
+    let commit = |turn: TurnCommit| {
+        store.commit(
+            "tester",
+            lease,
+            CommitBatch {
+                turns: vec![turn],
+                ..CommitBatch::default()
+            },
+        )
+    };
+    let outcome = commit(turn(&item, vec![(1, 0), (2, 1)])).await.unwrap();
     assert_eq!(outcome, [TurnOutcome::Committed]);
 
     for (what, stream) in [
@@ -627,10 +647,7 @@ async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
     ] {
         client.raise_event(&id, "poke", &()).await.unwrap();
         let item = claim().await;
-        let err = store
-            .commit_turns("tester", vec![turn(&item, stream)])
-            .await
-            .expect_err(what);
+        let err = commit(turn(&item, stream)).await.expect_err(what);
         assert!(matches!(err, StoreError::Conflict(_)), "{what}: {err:?}");
         store
             .abandon_orchestration("tester", &id, Duration::ZERO)
