@@ -277,6 +277,12 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
     } = item;
     let mut status = state.status;
     let base_len = runner.history_len;
+    // Turn times are whole milliseconds (what stores keep) and strictly
+    // increase from turn to turn of an instance.
+    let last = runner.ctx.lock().now;
+    let now = DateTime::from_timestamp_millis(now.timestamp_millis())
+        .unwrap_or(now)
+        .max(last + chrono::Duration::milliseconds(1));
     let mut commit = TurnCommit {
         instance_id: instance_id.clone(),
         version: state.version,

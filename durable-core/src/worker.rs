@@ -430,6 +430,7 @@ impl Dispatcher {
         let mut look_at = Instant::now();
         let mut error_backoff = Duration::from_millis(10);
         let mut deadline = Instant::now();
+        let mut carried = None;
         loop {
             if *shutdown.borrow() && !self.shutting_down {
                 self.shutting_down = true;
@@ -437,7 +438,13 @@ impl Dispatcher {
                 deadline = Instant::now() + self.options.shutdown_timeout;
             }
             let mut pending = Pending::default();
+            if let Some(c) = carried.take() {
+                self.push_completion(&mut pending, c);
+            }
             self.take_completions(&mut pending);
+            // Look at the store when signalled or due, also when results
+            // are at hand, so that a turn sees messages that arrived before
+            // them (a terminate before an activity result).
             let look =
                 !self.shutting_down && (work.has_changed().unwrap_or(false) || Instant::now() >= look_at);
             if look {
@@ -462,12 +469,12 @@ impl Dispatcher {
                         break;
                     }
                     tokio::select! {
-                        Some(c) = self.completions.recv() => self.push_completion(&mut pending, c),
+                        Some(c) = self.completions.recv() => carried = Some(c),
                         () = tokio::time::sleep_until(deadline) => {}
                     }
                 } else {
                     tokio::select! {
-                        Some(c) = self.completions.recv() => self.push_completion(&mut pending, c),
+                        Some(c) = self.completions.recv() => carried = Some(c),
                         _ = work.changed() => {
                             backoff.reset();
                             look_at = Instant::now();
@@ -476,10 +483,7 @@ impl Dispatcher {
                         _ = shutdown.changed() => {}
                     }
                 }
-                if pending.is_empty() {
-                    continue;
-                }
-                self.take_completions(&mut pending);
+                continue;
             }
             match self.process(pending).await {
                 Ok(due) => {
@@ -528,6 +532,7 @@ impl Dispatcher {
         if held {
             let id = key.instance_id.clone();
             let message = InboxMessage {
+                visible_at: Utc::now(),
                 execution_id: Some(key.execution_id.clone()),
                 source: MessageSource::Activity(completion.key),
                 event: completion.event,
@@ -608,9 +613,12 @@ impl Dispatcher {
         let claim_room = (self.options.activity_concurrency * 2).saturating_sub(self.activities.in_flight());
         let mut claimed = 0;
         for id in std::mem::take(&mut pending.order) {
-            let Some((state, messages)) = pending.items.remove(&id) else {
+            let Some((state, mut messages)) = pending.items.remove(&id) else {
                 continue;
             };
+            // In the order they arrived: results handed over in memory
+            // after the stored messages of the same millisecond.
+            messages.sort_by_key(|m| (m.visible_at, matches!(m.source, MessageSource::Activity(_))));
             let state = match state.or_else(|| self.cache.get(&id).map(|c| c.state.clone())) {
                 Some(state) => state,
                 None => {

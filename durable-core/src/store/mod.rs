@@ -9,6 +9,7 @@
 //! The store is used behind `Arc<dyn Store>`; [`SqliteStore`] is the embedded
 //! backend.
 
+pub(crate) mod codec;
 mod notify;
 mod sqlite;
 
@@ -107,6 +108,9 @@ pub enum MessageSource {
 pub struct InboxMessage {
     /// Where the message came from.
     pub source: MessageSource,
+    /// When it became visible (arrived, or its timer became due); a turn
+    /// applies its messages in this order.
+    pub visible_at: DateTime<Utc>,
     /// The execution the message is addressed to; `None` for messages to
     /// whatever execution is current (raised events, control operations).
     pub execution_id: Option<String>,

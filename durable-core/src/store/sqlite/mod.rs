@@ -13,7 +13,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -21,16 +20,18 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{
     ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
-    InstanceState, MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store,
-    StoreResult, StreamRead, TurnOutcome,
+    MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store, StoreResult,
+    StreamRead, TurnOutcome,
 };
 use crate::instance::parse_continuation;
-use crate::{
-    HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, StoreError,
-    StreamEvent,
-};
+use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 
 mod write;
+
+use super::codec::{
+    db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, metadata_of, ms,
+    now_ms, state_of, status_of, stream_event_of, to_json, u64_of, Columns,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -135,98 +136,7 @@ pub struct SqliteStore {
     poll_interval: Option<Duration>,
 }
 
-fn db(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
-        _ => StoreError::database(e),
-    }
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-fn now_ms() -> i64 {
-    ms(Utc::now())
-}
-
-fn lease_end(lease: Duration) -> i64 {
-    now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-fn event_kind(event: &HistoryEvent) -> &'static str {
-    match event {
-        HistoryEvent::ExecutionStarted { .. } => "ExecutionStarted",
-        HistoryEvent::ExecutionResumed { .. } => "ExecutionResumed",
-        HistoryEvent::ExecutionTerminated { .. } => "ExecutionTerminated",
-        HistoryEvent::ExecutionSuspended { .. } => "ExecutionSuspended",
-        HistoryEvent::EventRaised { .. } => "EventRaised",
-        _ => "Result",
-    }
-}
-
-fn status_of(text: &str) -> StoreResult<RuntimeStatus> {
-    text.parse()
-        .map_err(|e: crate::instance::UnknownStatus| StoreError::Corrupt(e.to_string()))
-}
-
-fn instance_id_of(text: String) -> StoreResult<InstanceId> {
-    InstanceId::new(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn u64_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn json_list<T: serde::Serialize>(items: &[T]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn metadata_of(row: &SqliteRow) -> StoreResult<InstanceMetadata> {
-    let opt_json = |col: &str| -> StoreResult<Option<Value>> {
-        row.try_get::<Option<String>, _>(col)
-            .map_err(db)?
-            .map(|t| from_json(&t, col))
-            .transpose()
-    };
-    Ok(InstanceMetadata {
-        instance_id: instance_id_of(row.try_get("instance_id").map_err(db)?)?,
-        name: row.try_get("name").map_err(db)?,
-        execution_id: row.try_get("execution_id").map_err(db)?,
-        status: status_of(row.try_get::<&str, _>("status").map_err(db)?)?,
-        input: from_json(row.try_get::<&str, _>("input").map_err(db)?, "input")?,
-        output: opt_json("output")?,
-        custom_status: opt_json("custom_status")?,
-        failure: row
-            .try_get::<Option<String>, _>("failure")
-            .map_err(db)?
-            .map(|t| from_json(&t, "failure"))
-            .transpose()?,
-        created_at: from_ms(row.try_get("created_at").map_err(db)?),
-        last_updated_at: from_ms(row.try_get("updated_at").map_err(db)?),
-        completed_at: row
-            .try_get::<Option<i64>, _>("completed_at")
-            .map_err(db)?
-            .map(from_ms),
-        stream_len: u64_of(row.try_get("stream_seq").map_err(db)?),
-    })
-}
+impl_columns!(SqliteRow);
 
 impl SqliteStore {
     /// Opens (and creates, if missing) a database file, with default options.
@@ -343,19 +253,6 @@ impl SqliteStore {
     }
 }
 
-fn state_of(row: &SqliteRow) -> StoreResult<InstanceState> {
-    Ok(InstanceState {
-        name: row.try_get("name").map_err(db)?,
-        execution_id: row.try_get("execution_id").map_err(db)?,
-        status: status_of(row.try_get::<&str, _>("status").map_err(db)?)?,
-        version: u64_of(row.try_get("version").map_err(db)?),
-        history_len: u64_of(row.try_get("history_len").map_err(db)?),
-        stream_seq: u64_of(row.try_get("stream_seq").map_err(db)?),
-        execution_emits: u64_of(row.try_get("execution_emits").map_err(db)?),
-        custom_status: row.try_get("custom_status").map_err(db)?,
-    })
-}
-
 impl SqliteStore {
     async fn commit_inner(
         &self,
@@ -400,7 +297,7 @@ impl SqliteStore {
                   OR (i.status = 'Pending' AND m.kind = 'ExecutionStarted') \
                   OR (i.status = 'Suspended' AND m.kind = 'ExecutionResumed')))) \
              LIMIT ?3) \
-             SELECT ready.*, m.id AS message_id, m.execution_id AS message_execution_id, m.event \
+             SELECT ready.*, m.id AS message_id, m.execution_id AS message_execution_id, m.event, m.visible_at \
              FROM ready JOIN messages m ON m.instance_id = ready.instance_id AND m.visible_at <= ?1 \
              ORDER BY m.visible_at, m.id",
         )
@@ -428,6 +325,7 @@ impl SqliteStore {
             };
             items[i].messages.push(InboxMessage {
                 source: MessageSource::Inbox(row.try_get("message_id").map_err(db)?),
+                visible_at: from_ms(row.try_get("visible_at").map_err(db)?),
                 execution_id: row.try_get("message_execution_id").map_err(db)?,
                 event: from_json(row.try_get::<&str, _>("event").map_err(db)?, "message")?,
             });
@@ -570,17 +468,10 @@ impl SqliteStore {
         let stream_len = u64_of(first.try_get("stream_seq").map_err(db)?);
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let Some(seq) = row.try_get::<Option<i64>, _>("seq").map_err(db)? else {
+            if row.opt_int("seq")?.is_none() {
                 continue;
-            };
-            events.push(StreamEvent {
-                instance_id: instance_id.clone(),
-                seq: u64_of(seq),
-                name: row.try_get("name").map_err(db)?,
-                payload: from_json(row.try_get::<&str, _>("payload").map_err(db)?, "payload")?,
-                emitted_at: from_ms(row.try_get("emitted_at").map_err(db)?),
-                execution_id: row.try_get("execution_id").map_err(db)?,
-            });
+            }
+            events.push(stream_event_of(instance_id, row)?);
         }
         Ok(Some(StreamRead {
             events,

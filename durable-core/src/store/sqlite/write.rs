@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use super::{db, event_kind, i64_of, json_list, ms, to_json, u64_of};
+use crate::store::codec::{db, event_kind, from_ms, i64_of, json_list, ms, status_of, to_json, u64_of};
 use crate::store::{
     ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
     TurnCommit, TurnOutcome,
@@ -49,7 +49,7 @@ pub(super) async fn instance_rows(
             Ok((
                 row.try_get("instance_id").map_err(db)?,
                 InstanceRow {
-                    status: super::status_of(status)?,
+                    status: status_of(status)?,
                     version: u64_of(row.try_get("version").map_err(db)?),
                     lock_owner: row.try_get("lock_owner").map_err(db)?,
                     lock_expires: row.try_get("lock_expires").map_err(db)?,
@@ -335,7 +335,7 @@ impl<'a> Sql<'a> {
                             id: parent.task_id,
                             failure,
                         },
-                        visible_at: super::from_ms(now),
+                        visible_at: from_ms(now),
                     }])?;
                 }
             }

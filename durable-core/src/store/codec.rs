@@ -1,0 +1,157 @@
+//! What the SQL backends share: how values are stored (times as Unix
+//! milliseconds, JSON as text) and how rows become the runtime's types.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{InstanceState, StoreResult};
+use crate::{HistoryEvent, InstanceId, InstanceMetadata, RuntimeStatus, StoreError, StreamEvent};
+
+/// Maps a database error, turning a uniqueness violation into
+/// [`StoreError::Conflict`].
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
+        _ => StoreError::database(e),
+    }
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+pub(crate) fn now_ms() -> i64 {
+    ms(Utc::now())
+}
+
+/// When a lease taken now for `lease` ends.
+pub(crate) fn lease_end(lease: Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// A JSON array of `items`, for `IN (SELECT value FROM json_each(?))`.
+pub(crate) fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The `kind` column of a message: what may wake a pending or suspended
+/// instance, or `Result`.
+pub(crate) fn event_kind(event: &HistoryEvent) -> &'static str {
+    match event {
+        HistoryEvent::ExecutionStarted { .. } => "ExecutionStarted",
+        HistoryEvent::ExecutionResumed { .. } => "ExecutionResumed",
+        HistoryEvent::ExecutionTerminated { .. } => "ExecutionTerminated",
+        HistoryEvent::ExecutionSuspended { .. } => "ExecutionSuspended",
+        HistoryEvent::EventRaised { .. } => "EventRaised",
+        _ => "Result",
+    }
+}
+
+pub(crate) fn status_of(text: &str) -> StoreResult<RuntimeStatus> {
+    text.parse()
+        .map_err(|e: crate::instance::UnknownStatus| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn instance_id_of(text: String) -> StoreResult<InstanceId> {
+    InstanceId::new(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Typed access to the columns of a row, whatever the backend.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> StoreResult<String>;
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>>;
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
+
+    fn opt_json<T: serde::de::DeserializeOwned>(&self, column: &str) -> StoreResult<Option<T>> {
+        self.opt_text(column)?.map(|t| from_json(&t, column)).transpose()
+    }
+}
+
+/// Implements [`Columns`] for a backend's row type.
+macro_rules! impl_columns {
+    ($row:ty) => {
+        impl $crate::store::codec::Columns for $row {
+            fn text(&self, column: &str) -> $crate::store::StoreResult<String> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::codec::db)
+            }
+            fn opt_text(&self, column: &str) -> $crate::store::StoreResult<Option<String>> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::codec::db)
+            }
+            fn int(&self, column: &str) -> $crate::store::StoreResult<i64> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::codec::db)
+            }
+            fn opt_int(&self, column: &str) -> $crate::store::StoreResult<Option<i64>> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::codec::db)
+            }
+        }
+    };
+}
+pub(crate) use impl_columns;
+
+/// An instance row as clients see it.
+pub(crate) fn metadata_of(row: &impl Columns) -> StoreResult<InstanceMetadata> {
+    Ok(InstanceMetadata {
+        instance_id: instance_id_of(row.text("instance_id")?)?,
+        name: row.text("name")?,
+        execution_id: row.text("execution_id")?,
+        status: status_of(&row.text("status")?)?,
+        input: from_json::<Value>(&row.text("input")?, "input")?,
+        output: row.opt_json("output")?,
+        custom_status: row.opt_json("custom_status")?,
+        failure: row.opt_json("failure")?,
+        created_at: from_ms(row.int("created_at")?),
+        last_updated_at: from_ms(row.int("updated_at")?),
+        completed_at: row.opt_int("completed_at")?.map(from_ms),
+        stream_len: u64_of(row.int("stream_seq")?),
+    })
+}
+
+/// An instance row as a turn starts from it.
+pub(crate) fn state_of(row: &impl Columns) -> StoreResult<InstanceState> {
+    Ok(InstanceState {
+        name: row.text("name")?,
+        execution_id: row.text("execution_id")?,
+        status: status_of(&row.text("status")?)?,
+        version: u64_of(row.int("version")?),
+        history_len: u64_of(row.int("history_len")?),
+        stream_seq: u64_of(row.int("stream_seq")?),
+        execution_emits: u64_of(row.int("execution_emits")?),
+        custom_status: row.opt_text("custom_status")?,
+    })
+}
+
+/// A stream event row (columns `seq`, `execution_id`, `name`, `payload`,
+/// `emitted_at`) of `instance_id`.
+pub(crate) fn stream_event_of(instance_id: &InstanceId, row: &impl Columns) -> StoreResult<StreamEvent> {
+    Ok(StreamEvent {
+        instance_id: instance_id.clone(),
+        seq: u64_of(row.int("seq")?),
+        name: row.text("name")?,
+        payload: from_json(&row.text("payload")?, "payload")?,
+        emitted_at: from_ms(row.int("emitted_at")?),
+        execution_id: row.text("execution_id")?,
+    })
+}
