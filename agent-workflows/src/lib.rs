@@ -112,7 +112,7 @@ pub mod prelude {
     pub use crate::{
         executor, handler, workflow, ExecutorError, ExecutorExt, FanIn, FanOut, RegistryExt, RequestPort,
         RequestResponse, SubWorkflow, Switch, Workflow, WorkflowBuilder, WorkflowClient, WorkflowContext,
-        WorkflowEvent,
+        WorkflowDefinition, WorkflowEvent,
     };
 }
 
