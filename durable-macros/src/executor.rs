@@ -415,7 +415,11 @@ impl ImplExecutor {
         check_sig(&method.sig, what, errors);
         match method.sig.receiver() {
             Some(r) if r.reference.is_some() && r.mutability.is_none() => {}
-            Some(r) => errors.spanned(r, "a #[handler] method takes `&self`"),
+            Some(r) => errors.spanned(
+                r,
+                "a #[handler] method takes `&self`: an executor may run several handlers at once, so keep \
+                 changing data in shared state (`ctx.set_state`) or behind a lock",
+            ),
             None => errors.spanned(
                 &method.sig.ident,
                 "a #[handler] method takes `&self` first: `async fn name(&self, message: T, ctx: &mut WorkflowContext)`",
