@@ -116,8 +116,111 @@ pub mod prelude {
     };
 }
 
-/// Attribute macros; see their documentation on the re-exports below.
-pub use durable_macros::{executor, handler, workflow};
+/// Makes an executor of an async fn, or of an impl block with
+/// `#[handler]` methods.
+///
+/// On an async fn `name(message: T, ctx: &mut WorkflowContext) -> Result<O, E>`
+/// (the context parameter is optional; `E` converts into
+/// [`ExecutorError`]), it generates a unit struct `name` implementing
+/// [`Executor`] with `Output = O` and [`Handles<T>`]. On an impl block, each
+/// `#[handler] async fn(&self, message: X, ...)` adds a [`Handles<X>`];
+/// all handlers return the same output type. Answers to requests arrive in
+/// a handler taking [`RequestResponse<Req, Resp>`].
+///
+/// Arguments (all optional):
+///
+/// | argument | meaning |
+/// |---|---|
+/// | `id = "extract-layout"` | the executor id (default: the fn or type name) |
+/// | `max_attempts = 3` | retry failed invocations, this many attempts in all |
+/// | `retry_interval = "500ms"` | the first delay between attempts (`ms`, `s`, `m`, `h`) |
+/// | `backoff = 2.0` | the factor applied to the delay after each retry |
+/// | `max_retry_interval = "10s"` | the longest delay |
+/// | `crate = "path"` | where `agent_workflows` is, for crates that re-export it |
+///
+/// ```
+/// use agent_workflows::prelude::*;
+/// use agent_workflows::{Executor, Handles};
+///
+/// /// A function executor, retried on failure.
+/// #[executor(id = "parse", max_attempts = 3, retry_interval = "100ms")]
+/// async fn parse(text: String) -> Result<u32, ExecutorError> {
+///     text.trim().parse().map_err(ExecutorError::terminal)
+/// }
+///
+/// /// An executor with configuration and two message types.
+/// struct Threshold {
+///     limit: u32,
+/// }
+///
+/// #[executor(id = "threshold")]
+/// impl Threshold {
+///     #[handler]
+///     async fn on_number(&self, n: u32, ctx: &mut WorkflowContext) -> Result<bool, ExecutorError> {
+///         ctx.add_event("checked", &n)?;
+///         Ok(n > self.limit)
+///     }
+///
+///     #[handler]
+///     async fn on_text(&self, text: String) -> Result<bool, ExecutorError> {
+///         Ok(text.len() as u32 > self.limit)
+///     }
+/// }
+///
+/// fn handles<E: Handles<M>, M>(_: &E) {}
+///
+/// assert_eq!(parse.id(), "parse");
+/// assert_eq!(parse.retry_policy().unwrap().max_attempts, 3);
+/// let threshold = Threshold { limit: 10 };
+/// handles::<_, u32>(&threshold);
+/// handles::<_, String>(&threshold);
+/// let workflow = WorkflowBuilder::start(parse).then(threshold).build();
+/// assert_eq!(workflow.executor_ids(), ["parse", "threshold"]);
+/// ```
+pub use durable_macros::executor;
+
+/// Marks a handler method in an [`#[executor]`](macro@executor) impl block.
+/// Anywhere else it is a compile error.
+pub use durable_macros::handler;
+
+/// Makes a workflow type of a fn that builds a [`Workflow<Input>`].
+///
+/// Generates a unit struct with the fn's name that implements
+/// [`WorkflowDefinition`]: the stable name runs are started by
+/// (`name = "..."`, default: the fn name), the input type, and `build`.
+/// `Registry::new().workflow(name)` ([`RegistryExt`]) registers its
+/// orchestration and every executor's activity in one call, and
+/// [`WorkflowClient::start`] starts a run with a typed input.
+///
+/// While compiling, it checks that the executors passed to the builder by
+/// path (`.then(validate)`) have distinct ids; executors built in the
+/// body (`Threshold { limit: 3 }`, `.with_id(...)`) are checked when the
+/// graph is built.
+///
+/// ```
+/// use agent_workflows::prelude::*;
+///
+/// #[executor]
+/// async fn validate(text: String) -> Result<String, ExecutorError> {
+///     Ok(text)
+/// }
+///
+/// #[executor]
+/// async fn publish(text: String, ctx: &mut WorkflowContext) -> Result<(), ExecutorError> {
+///     ctx.yield_output(&text)
+/// }
+///
+/// #[workflow(name = "publishing")]
+/// fn publishing() -> Workflow<String> {
+///     WorkflowBuilder::start(validate).then(publish).build()
+/// }
+///
+/// assert_eq!(<publishing as WorkflowDefinition>::NAME, "publishing");
+/// let registry = Registry::new().workflow(publishing);
+/// assert!(registry.has_orchestration("publishing"));
+/// assert!(registry.has_activity("publishing/validate") && registry.has_activity("publishing/publish"));
+/// ```
+pub use durable_macros::workflow;
 
 /// Used by the code the macros generate. Not public API.
 #[doc(hidden)]
