@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::events::{LiveStatus, PendingRequest, SequencedEvent};
 use crate::superstep::response_event_name;
-use crate::{WorkflowClientError, WorkflowDefinition};
+use crate::{RequestPort, WorkflowClientError, WorkflowDefinition};
 
 /// A `Result` whose error is [`WorkflowClientError`].
 pub type ClientResult<T> = Result<T, WorkflowClientError>;
@@ -179,6 +179,22 @@ impl WorkflowClient {
             .raise_event(instance_id, response_event_name(request_id), &response)
             .await?;
         Ok(())
+    }
+
+    /// Answers a pending request made on `port`, with an answer of the
+    /// port's response type.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond).
+    pub async fn respond_on<Req, Resp: Serialize>(
+        &self,
+        instance_id: &InstanceId,
+        _port: &RequestPort<Req, Resp>,
+        request_id: &str,
+        response: &Resp,
+    ) -> ClientResult<()> {
+        self.respond(instance_id, request_id, response).await
     }
 
     /// Waits until the run is finished.

@@ -65,13 +65,65 @@ pub trait Handles<M>: Executor {}
 
 /// An executor whose id is known at compile time (what `#[executor]`
 /// generates), so `#[workflow]` can reject duplicate ids while compiling.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no compile-time executor id",
+    label = "#[workflow] checks the ids of executors passed by path",
+    note = "implement `StaticExecutorId` for `{Self}`, or bind the executor to a local (`let e = ...;`) and pass that"
+)]
 pub trait StaticExecutorId {
     /// The id.
     const ID: &'static str;
 }
 
-/// Executor methods for use in the builder.
+/// Executor methods for use in the builder and in tests.
 pub trait ExecutorExt: Executor {
+    /// Runs the handler of `message` directly, as a workflow would (with
+    /// the message and the output going through JSON). For unit tests of
+    /// executors, with [`WorkflowContext::for_test`].
+    ///
+    /// ```
+    /// use agent_workflows::prelude::*;
+    ///
+    /// #[executor]
+    /// async fn double(n: u32) -> Result<u32, ExecutorError> {
+    ///     Ok(n * 2)
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut ctx = WorkflowContext::for_test("double");
+    /// assert_eq!(double.handle(21, &mut ctx).await.unwrap(), 42);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The handler's error, or [`ExecutorError::Json`] if the message or
+    /// the output does not survive JSON.
+    fn handle<'a, M: Message>(
+        &'a self,
+        message: M,
+        ctx: &'a mut WorkflowContext,
+    ) -> HandlerFuture<'a, Self::Output>
+    where
+        Self: Handles<M>,
+    {
+        Box::pin(async move {
+            let handlers = Self::handlers();
+            let type_name = type_tag::<M>();
+            let entry = handlers
+                .entries
+                .iter()
+                .find(|e| e.type_name == type_name)
+                .ok_or_else(|| ExecutorError::terminal(format!("no handler for {type_name}")))?;
+            let output = entry
+                .handler
+                .call(self, serde_json::to_value(message)?, ctx)
+                .await?;
+            Ok(serde_json::from_value(output)?)
+        })
+    }
+
     /// The same executor under another id (to use one executor type twice
     /// in a workflow).
     fn with_id(self, id: impl Into<String>) -> Configured<Self> {

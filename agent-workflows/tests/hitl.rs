@@ -110,8 +110,14 @@ async fn two_requests_on_one_port_answered_in_reverse_order() {
         .unwrap();
     let left = wait_for_requests(&h, &id, 1).await;
     assert_eq!(left[0].request_id, pending[0].request_id);
+    // Typed: the answer must be the port's response type.
     h.client
-        .respond(&id, &pending[0].request_id, &Verdict { approved: true })
+        .respond_on(
+            &id,
+            &APPROVAL,
+            &pending[0].request_id,
+            &Verdict { approved: true },
+        )
         .await
         .unwrap();
 
