@@ -24,8 +24,9 @@ pub struct WorkflowResult {
     pub instance_id: InstanceId,
     /// `Completed`, `Failed` or `Terminated`.
     pub status: RuntimeStatus,
-    /// The workflow outputs, in the order they were yielded (empty unless
-    /// completed).
+    /// The workflow outputs (empty unless completed): by superstep, and
+    /// within a superstep in the order the executors joined the graph and
+    /// each yielded them.
     pub outputs: Vec<Value>,
     /// Why the run failed or was terminated.
     pub error: Option<String>,
