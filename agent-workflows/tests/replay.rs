@@ -195,3 +195,44 @@ async fn a_run_goes_on_in_another_worker_without_rerunning_finished_executors() 
     assert_eq!(invoked, 1, "no duplicate events after the hand-over");
     second.shutdown().await.unwrap();
 }
+
+#[executor(id = "inner")]
+async fn inner(n: u32, ctx: &mut WorkflowContext) -> Result<(), ExecutorError> {
+    ctx.add_event("inner", &n)?;
+    ctx.yield_output(&(n + 1))
+}
+
+fn inner_workflow() -> Workflow<u32> {
+    WorkflowBuilder::start(inner).build()
+}
+
+#[executor(id = "outer-end")]
+async fn outer_end(n: u32, ctx: &mut WorkflowContext) -> Result<(), ExecutorError> {
+    ctx.yield_output(&(n * 10))
+}
+
+#[workflow(name = "nested")]
+fn nested() -> Workflow<u32> {
+    WorkflowBuilder::start(SubWorkflow::new("inner-run", inner_workflow()))
+        .then(outer_end)
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_workflow_replays_the_same_way() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let options = WorkerOptions::new().cache_capacity(0);
+    let worker = Worker::start_with(store.clone(), Registry::new().workflow(nested), options).unwrap();
+    let client = WorkflowClient::new(Client::new(store));
+    let id = client.start(nested, &4).await.unwrap();
+    let result = client.wait_for_completion(&id, TIMEOUT).await.unwrap();
+    assert!(result.is_completed(), "{result:?}");
+    assert_eq!(result.outputs_as::<u32>().unwrap(), [50]);
+    let events = client.events(&id, 0, 1000).await.unwrap();
+    let forwarded = events
+        .iter()
+        .filter(|e| matches!(&e.event, WorkflowEvent::SubWorkflowEvent { executor_id, .. } if executor_id == "inner-run"))
+        .count();
+    assert!(forwarded >= 6, "{forwarded}");
+    worker.shutdown().await.unwrap();
+}
