@@ -293,8 +293,12 @@ impl FnExecutor {
             quote!(#hidden(message))
         };
         let output_ty = quote_spanned!(output.span()=> <#output as #krate::__private::HandlerReturn>::Ok);
-        let on = quote_spanned!(message.span()=> .on::<#message>(__durable_handler));
+        let handler = quote_spanned!(output.span()=> __durable_handler);
+        let on = quote_spanned!(message.span()=> .on::<#message>);
+        let on = quote!(#on(#handler));
         let boxed = quote_spanned!(name.span()=> ::std::boxed::Box::pin);
+        let convert = quote_spanned!(output.span()=> #krate::__private::HandlerReturn::into_handler_result);
+        let output_of_self = quote_spanned!(output.span()=> <#name as #krate::__private::Executor>::Output);
         quote! {
             #(#docs)*
             #[allow(non_camel_case_types)]
@@ -323,12 +327,10 @@ impl FnExecutor {
                             ctx: &'a mut #krate::__private::WorkflowContext,
                         ) -> #krate::__private::BoxFuture<
                             'a,
-                            ::core::result::Result<<#name as #krate::__private::Executor>::Output, #krate::__private::ExecutorError>,
+                            ::core::result::Result<#output_of_self, #krate::__private::ExecutorError>,
                         > {
                             let _ = &ctx;
-                            #boxed(async move {
-                                #krate::__private::HandlerReturn::into_handler_result(#call.await)
-                            })
+                            #boxed(async move { #convert(#call.await) })
                         }
                         #krate::__private::HandlerSet::new() #on
                     }
@@ -495,7 +497,9 @@ impl ImplExecutor {
                     })
                 }
             });
-            ons.push(quote_spanned!(message.span()=> .on::<#message>(#fn_name)));
+            let on = quote_spanned!(message.span()=> .on::<#message>);
+            let handler = quote_spanned!(output.span()=> #fn_name);
+            ons.push(quote!(#on(#handler)));
             handles.push(quote!(impl #krate::__private::Handles<#message> for #self_ty {}));
         }
         quote! {
