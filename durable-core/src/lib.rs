@@ -85,6 +85,7 @@ mod replay;
 mod retry;
 pub mod store;
 mod stream;
+mod typed;
 mod worker;
 
 pub use client::{Client, StartOptions};
@@ -98,6 +99,7 @@ pub use instance::{InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus,
 pub use registry::{ActivityContext, Registry};
 pub use retry::RetryPolicy;
 pub use stream::{EventPage, StreamEvent, MAX_PAGE};
+pub use typed::{Activity, Orchestration, Register};
 pub use worker::{Worker, WorkerOptions};
 
 /// The names most programs need.
@@ -107,4 +109,10 @@ pub mod prelude {
         ActivityContext, Client, Error, EventPage, InstanceId, OrchestrationContext, OrchestrationError,
         Registry, RetryPolicy, RuntimeStatus, StartOptions, StreamEvent, Worker, WorkerOptions,
     };
+}
+
+/// Used by the code `durable-macros` generates. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::typed::private::*;
 }

@@ -1,0 +1,238 @@
+//! The workflow client: run workflows, watch their events as typed values,
+//! list and answer their requests.
+
+use std::time::Duration;
+
+use durable_core::{Client, InstanceId, RuntimeStatus, StartOptions};
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::events::{LiveStatus, PendingRequest, SequencedEvent};
+use crate::superstep::response_event_name;
+use crate::{RequestPort, WorkflowClientError, WorkflowDefinition};
+
+/// A `Result` whose error is [`WorkflowClientError`].
+pub type ClientResult<T> = Result<T, WorkflowClientError>;
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WorkflowResult {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// `Completed`, `Failed` or `Terminated`.
+    pub status: RuntimeStatus,
+    /// The workflow outputs (empty unless completed): by superstep, and
+    /// within a superstep in the order the executors joined the graph and
+    /// each yielded them.
+    pub outputs: Vec<Value>,
+    /// Why the run failed or was terminated.
+    pub error: Option<String>,
+}
+
+impl WorkflowResult {
+    /// Whether the run completed.
+    pub fn is_completed(&self) -> bool {
+        self.status == RuntimeStatus::Completed
+    }
+
+    /// The outputs, deserialized.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowClientError::Json`] if an output does not fit `T`.
+    pub fn outputs_as<T: DeserializeOwned>(&self) -> ClientResult<Vec<T>> {
+        self.outputs
+            .iter()
+            .map(|v| T::deserialize(v).map_err(WorkflowClientError::from))
+            .collect()
+    }
+}
+
+/// Runs workflows and talks to their runs. Cheap to clone.
+///
+/// See the [crate documentation](crate) for an example.
+#[derive(Debug, Clone)]
+pub struct WorkflowClient {
+    client: Client,
+}
+
+impl WorkflowClient {
+    /// A workflow client on a durable-core client.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// The durable-core client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Starts a run of workflow `W` under a new instance id.
+    ///
+    /// # Errors
+    ///
+    /// A store or serialization error.
+    pub async fn start<W: WorkflowDefinition>(
+        &self,
+        _workflow: W,
+        input: &W::Input,
+    ) -> ClientResult<InstanceId> {
+        Ok(self.client.start(W::NAME, input).await?)
+    }
+
+    /// Starts a run of workflow `W` under `instance_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`durable_core::Error::InstanceAlreadyExists`] (inside
+    /// [`WorkflowClientError::Core`]) if a run with this id is not
+    /// finished, or a store error.
+    pub async fn start_with_id<W: WorkflowDefinition>(
+        &self,
+        _workflow: W,
+        instance_id: InstanceId,
+        input: &W::Input,
+    ) -> ClientResult<InstanceId> {
+        let options = StartOptions::new(W::NAME, input)?.instance_id(instance_id);
+        Ok(self.client.start_with(options).await?)
+    }
+
+    /// Reads up to `limit` events after sequence number `after`.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowClientError::Core`] for an unknown instance or a store
+    /// error, [`WorkflowClientError::InvalidEvent`] for a stream event that
+    /// is not a workflow event.
+    pub async fn events(
+        &self,
+        instance_id: &InstanceId,
+        after: u64,
+        limit: u32,
+    ) -> ClientResult<Vec<SequencedEvent>> {
+        let page = self.client.get_events(instance_id, after, limit).await?;
+        page.events.iter().map(SequencedEvent::from_stream).collect()
+    }
+
+    /// Follows a run's events after sequence number `after`, live; the
+    /// stream ends after the last event of a finished run.
+    pub fn watch(
+        &self,
+        instance_id: &InstanceId,
+        after: u64,
+    ) -> impl Stream<Item = ClientResult<SequencedEvent>> + Send + 'static {
+        self.client
+            .watch_events(instance_id, after)
+            .map(|event| SequencedEvent::from_stream(&event?))
+    }
+
+    /// The run's live status: its superstep and pending requests.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowClientError::NotFound`], or a store error.
+    pub async fn live_status(&self, instance_id: &InstanceId) -> ClientResult<LiveStatus> {
+        let metadata = self
+            .client
+            .get_instance(instance_id)
+            .await?
+            .ok_or_else(|| WorkflowClientError::NotFound(instance_id.clone()))?;
+        match metadata.custom_status {
+            Some(status) => Ok(LiveStatus::deserialize(&status)?),
+            None => Ok(LiveStatus::default()),
+        }
+    }
+
+    /// The requests of a run waiting for an answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`live_status`](Self::live_status).
+    pub async fn pending_requests(&self, instance_id: &InstanceId) -> ClientResult<Vec<PendingRequest>> {
+        Ok(self.live_status(instance_id).await?.pending_requests)
+    }
+
+    /// Answers a pending request. The answer reaches the requesting
+    /// executor in the run's next superstep.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowClientError::RequestNotPending`] if no request with this
+    /// id is pending, [`WorkflowClientError::NotFound`], or a store error.
+    pub async fn respond<R: Serialize + ?Sized>(
+        &self,
+        instance_id: &InstanceId,
+        request_id: &str,
+        response: &R,
+    ) -> ClientResult<()> {
+        let pending = self.pending_requests(instance_id).await?;
+        if !pending.iter().any(|r| r.request_id == request_id) {
+            return Err(WorkflowClientError::RequestNotPending {
+                instance_id: instance_id.clone(),
+                request_id: request_id.to_owned(),
+            });
+        }
+        let response = serde_json::to_value(response)?;
+        self.client
+            .raise_event(instance_id, response_event_name(request_id), &response)
+            .await?;
+        Ok(())
+    }
+
+    /// Answers a pending request made on `port`, with an answer of the
+    /// port's response type.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond).
+    pub async fn respond_on<Req, Resp: Serialize>(
+        &self,
+        instance_id: &InstanceId,
+        _port: &RequestPort<Req, Resp>,
+        request_id: &str,
+        response: &Resp,
+    ) -> ClientResult<()> {
+        self.respond(instance_id, request_id, response).await
+    }
+
+    /// Waits until the run is finished.
+    ///
+    /// # Errors
+    ///
+    /// [`durable_core::Error::Timeout`] (inside
+    /// [`WorkflowClientError::Core`]) after `timeout`, or a store error.
+    pub async fn wait_for_completion(
+        &self,
+        instance_id: &InstanceId,
+        timeout: Duration,
+    ) -> ClientResult<WorkflowResult> {
+        let metadata = self.client.wait_for_completion(instance_id, timeout).await?;
+        let outputs = match (&metadata.status, &metadata.output) {
+            (RuntimeStatus::Completed, Some(Value::Array(outputs))) => outputs.clone(),
+            _ => Vec::new(),
+        };
+        let error = match metadata.status {
+            RuntimeStatus::Failed => metadata.failure.as_ref().map(|f| f.message.clone()),
+            RuntimeStatus::Terminated => Some(
+                metadata
+                    .output
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .unwrap_or("terminated")
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        Ok(WorkflowResult {
+            instance_id: metadata.instance_id,
+            status: metadata.status,
+            outputs,
+            error,
+        })
+    }
+}
+
+use serde::Deserialize as _;

@@ -1,0 +1,8 @@
+use agent_workflows::executor;
+
+#[executor]
+async fn log(text: String) {
+    println!("{text}");
+}
+
+fn main() {}
