@@ -104,6 +104,8 @@ pub use worker::{Worker, WorkerOptions};
 
 /// The names most programs need.
 pub mod prelude {
+    #[cfg(feature = "postgres")]
+    pub use crate::store::PostgresStore;
     pub use crate::store::{SqliteStore, Store};
     pub use crate::{
         ActivityContext, Client, Error, EventPage, InstanceId, OrchestrationContext, OrchestrationError,

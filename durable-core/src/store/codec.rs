@@ -1,13 +1,18 @@
 //! What the SQL backends share: how values are stored (times as Unix
 //! milliseconds, JSON as text) and how rows become the runtime's types.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{InstanceState, StoreResult};
-use crate::{HistoryEvent, InstanceId, InstanceMetadata, RuntimeStatus, StoreError, StreamEvent};
+use super::{InstanceState, StoreResult, TurnCommit};
+use crate::instance::{continuation_of, parse_continuation};
+use crate::{
+    HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, StoreError,
+    StreamEvent,
+};
 
 /// Maps a database error, turning a uniqueness violation into
 /// [`StoreError::Conflict`].
@@ -154,4 +159,102 @@ pub(crate) fn stream_event_of(instance_id: &InstanceId, row: &impl Columns) -> S
         emitted_at: from_ms(row.int("emitted_at")?),
         execution_id: row.text("execution_id")?,
     })
+}
+
+/// The row of an instance that a write depends on.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceRow {
+    pub(crate) status: RuntimeStatus,
+    pub(crate) version: u64,
+    pub(crate) lock_owner: Option<String>,
+    pub(crate) lock_expires: i64,
+}
+
+impl InstanceRow {
+    /// The row of an instance just created.
+    pub(crate) fn created() -> Self {
+        Self {
+            status: RuntimeStatus::Pending,
+            version: 0,
+            lock_owner: None,
+            lock_expires: 0,
+        }
+    }
+}
+
+/// Whether `turn` may be written: the instance still has the version the
+/// turn started from, and no other worker holds a live lease on it.
+pub(crate) fn may_commit(
+    turn: &TurnCommit,
+    rows: &HashMap<String, InstanceRow>,
+    owner: &str,
+    now: i64,
+) -> bool {
+    if turn.update.is_none() {
+        return true;
+    }
+    rows.get(turn.instance_id.as_str()).is_some_and(|row| {
+        row.version == turn.version && (row.lock_owner.as_deref() == Some(owner) || row.lock_expires <= now)
+    })
+}
+
+/// The query of [`Store::list_instances`](super::Store::list_instances):
+/// one row more than the page size, to know whether a next page exists.
+/// Returns the query and the page size.
+pub(crate) fn list_query<'a, DB>(query: &InstanceQuery) -> StoreResult<(sqlx::QueryBuilder<'a, DB>, i64)>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let page_size = i64::from(query.page_size.unwrap_or(100).clamp(1, 1000));
+    let mut sql = sqlx::QueryBuilder::new("SELECT * FROM instances WHERE 1 = 1");
+    if !query.statuses.is_empty() {
+        sql.push(" AND status IN (");
+        let mut list = sql.separated(", ");
+        for status in &query.statuses {
+            list.push_bind(status.as_str().to_owned());
+        }
+        sql.push(")");
+    }
+    if let Some(name) = &query.name {
+        sql.push(" AND name = ").push_bind(name.clone());
+    }
+    if let Some(from) = query.created_from {
+        sql.push(" AND created_at >= ").push_bind(ms(from));
+    }
+    if let Some(to) = query.created_to {
+        sql.push(" AND created_at < ").push_bind(ms(to));
+    }
+    if let Some(token) = &query.continuation {
+        let (created, id) = parse_continuation(token)
+            .ok_or_else(|| StoreError::Config(format!("invalid continuation {token:?}")))?;
+        sql.push(" AND (created_at > ")
+            .push_bind(created)
+            .push(" OR (created_at = ")
+            .push_bind(created)
+            .push(" AND instance_id > ")
+            .push_bind(id)
+            .push("))");
+    }
+    sql.push(" ORDER BY created_at, instance_id LIMIT ")
+        .push_bind(page_size + 1);
+    Ok((sql, page_size))
+}
+
+/// A page of a listing read with [`list_query`].
+pub(crate) fn list_page(mut instances: Vec<InstanceMetadata>, page_size: i64) -> InstancePage {
+    let size = usize::try_from(page_size).unwrap_or(usize::MAX);
+    let continuation = if instances.len() > size {
+        instances.truncate(size);
+        instances
+            .last()
+            .map(|m| continuation_of(m.created_at, &m.instance_id))
+    } else {
+        None
+    };
+    InstancePage {
+        instances,
+        continuation,
+    }
 }

@@ -11,6 +11,8 @@
 
 pub(crate) mod codec;
 mod notify;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
 use std::fmt::Debug;
@@ -21,12 +23,34 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 pub use notify::ChangeFeed;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};
 
 use crate::{
     FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, ParentInstance,
     RuntimeStatus, StoreError, StreamEvent,
 };
+
+/// Opens the store a URL names: `postgres://...` or `postgresql://...` for
+/// [`PostgresStore`] (with the `postgres` feature), anything else for
+/// [`SqliteStore::connect`] (`sqlite::memory:`, `sqlite://PATH`,
+/// `sqlite:PATH` or a plain path).
+///
+/// # Errors
+///
+/// Fails if the database cannot be opened or its migrations fail.
+pub async fn connect(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return Ok(std::sync::Arc::new(PostgresStore::connect(url).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::Config(
+            "this build has no PostgreSQL support (the `postgres` feature of durable-core)".into(),
+        ));
+    }
+    Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+}
 
 /// A `Result` with a [`StoreError`].
 pub type StoreResult<T> = Result<T, StoreError>;

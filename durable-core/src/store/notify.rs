@@ -88,4 +88,16 @@ impl ChangeFeed {
             notify.notify_waiters();
         }
     }
+
+    /// Wakes every watcher of every instance (after notifications from
+    /// other processes may have been missed).
+    pub fn notify_all_instances(&self) {
+        let all: Vec<Arc<Notify>> = {
+            let map = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+            map.values().filter_map(Weak::upgrade).collect()
+        };
+        for notify in all {
+            notify.notify_waiters();
+        }
+    }
 }

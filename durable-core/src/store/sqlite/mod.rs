@@ -16,21 +16,20 @@ use futures::FutureExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
     ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
     MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store, StoreResult,
     StreamRead, TurnOutcome,
 };
-use crate::instance::parse_continuation;
 use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 
 mod write;
 
 use super::codec::{
-    db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, metadata_of, ms,
-    now_ms, state_of, status_of, stream_event_of, to_json, u64_of, Columns,
+    db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, list_page,
+    list_query, metadata_of, ms, now_ms, state_of, status_of, stream_event_of, to_json, u64_of, Columns,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -394,52 +393,10 @@ impl SqliteStore {
     }
 
     async fn list_instances_inner(&self, query: InstanceQuery) -> StoreResult<InstancePage> {
-        let page_size = i64::from(query.page_size.unwrap_or(100).clamp(1, 1000));
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT * FROM instances WHERE 1 = 1");
-        if !query.statuses.is_empty() {
-            qb.push(" AND status IN (");
-            let mut sep = qb.separated(", ");
-            for s in &query.statuses {
-                sep.push_bind(s.as_str());
-            }
-            qb.push(")");
-        }
-        if let Some(name) = &query.name {
-            qb.push(" AND name = ").push_bind(name.clone());
-        }
-        if let Some(from) = query.created_from {
-            qb.push(" AND created_at >= ").push_bind(ms(from));
-        }
-        if let Some(to) = query.created_to {
-            qb.push(" AND created_at < ").push_bind(ms(to));
-        }
-        if let Some(token) = &query.continuation {
-            let (created, id) = parse_continuation(token)
-                .ok_or_else(|| StoreError::Config(format!("invalid continuation {token:?}")))?;
-            qb.push(" AND (created_at > ")
-                .push_bind(created)
-                .push(" OR (created_at = ")
-                .push_bind(created)
-                .push(" AND instance_id > ")
-                .push_bind(id)
-                .push("))");
-        }
-        qb.push(" ORDER BY created_at, instance_id LIMIT ")
-            .push_bind(page_size + 1);
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(db)?;
-        let mut instances = rows.iter().map(metadata_of).collect::<StoreResult<Vec<_>>>()?;
-        let continuation = if instances.len() as i64 > page_size {
-            instances.truncate(page_size as usize);
-            instances
-                .last()
-                .map(|m| crate::instance::continuation_of(m.created_at, &m.instance_id))
-        } else {
-            None
-        };
-        Ok(InstancePage {
-            instances,
-            continuation,
-        })
+        let (mut sql, page_size) = list_query::<Sqlite>(&query)?;
+        let rows = sql.build().fetch_all(&self.reader).await.map_err(db)?;
+        let instances = rows.iter().map(metadata_of).collect::<StoreResult<Vec<_>>>()?;
+        Ok(list_page(instances, page_size))
     }
 
     async fn read_stream_inner(

@@ -11,24 +11,17 @@ use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use crate::store::codec::{db, event_kind, from_ms, i64_of, json_list, ms, status_of, to_json, u64_of};
+use crate::store::codec::{
+    db, event_kind, from_ms, i64_of, json_list, may_commit, ms, status_of, to_json, u64_of, InstanceRow,
+};
 use crate::store::{
     ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
     TurnCommit, TurnOutcome,
 };
-use crate::{FailureDetails, HistoryEvent, RuntimeStatus};
+use crate::{FailureDetails, HistoryEvent};
 
 /// Rows per multi-row `INSERT` statement.
 const INSERT_CHUNK: usize = 200;
-
-/// The row of an instance that a write depends on.
-#[derive(Debug, Clone)]
-pub(super) struct InstanceRow {
-    pub(super) status: RuntimeStatus,
-    version: u64,
-    lock_owner: Option<String>,
-    lock_expires: i64,
-}
 
 /// Reads the rows of `ids` inside the transaction.
 pub(super) async fn instance_rows(
@@ -134,15 +127,7 @@ impl<'a> Sql<'a> {
             event: instance.start_event(),
             visible_at: instance.start_at,
         }])?;
-        rows.insert(
-            id.to_owned(),
-            InstanceRow {
-                status: RuntimeStatus::Pending,
-                version: 0,
-                lock_owner: None,
-                lock_expires: 0,
-            },
-        );
+        rows.insert(id.to_owned(), InstanceRow::created());
         Ok(CreateOutcome::Created)
     }
 
@@ -357,22 +342,6 @@ impl<'a> Sql<'a> {
         }
         Ok(())
     }
-}
-
-/// Whether `turn` may be written: the instance still has the version the
-/// turn started from, and no other worker holds a live lease on it.
-pub(super) fn may_commit(
-    turn: &TurnCommit,
-    rows: &HashMap<String, InstanceRow>,
-    owner: &str,
-    now: i64,
-) -> bool {
-    if turn.update.is_none() {
-        return true;
-    }
-    rows.get(turn.instance_id.as_str()).is_some_and(|row| {
-        row.version == turn.version && (row.lock_owner.as_deref() == Some(owner) || row.lock_expires <= now)
-    })
 }
 
 /// What a committed batch should wake.

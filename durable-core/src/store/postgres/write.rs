@@ -1,0 +1,548 @@
+//! The write path of the PostgreSQL store.
+//!
+//! A commit reads the rows its writes depend on with `FOR UPDATE`, decides
+//! which turns may be written, collects every row to write in column
+//! arrays, and writes each table with one statement (`UNNEST`), so a batch
+//! costs about a dozen round trips whatever it holds.
+
+use std::collections::HashMap;
+
+use sqlx::{Postgres, Row, Transaction};
+
+use super::listen::Change;
+use crate::store::codec::{db, event_kind, i64_of, may_commit, ms, status_of, to_json, u64_of, InstanceRow};
+use crate::store::{
+    ActivityCompletion, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult, TurnCommit,
+    TurnOutcome,
+};
+use crate::{FailureDetails, HistoryEvent};
+
+/// Reads and locks the rows of `ids`.
+pub(super) async fn instance_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    ids: &[&str],
+) -> StoreResult<HashMap<String, InstanceRow>> {
+    let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+    let rows = sqlx::query(
+        "SELECT instance_id, status, version, lock_owner, lock_expires FROM instances \
+         WHERE instance_id = ANY($1) ORDER BY instance_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            let status: String = row.try_get("status").map_err(db)?;
+            Ok((
+                row.try_get("instance_id").map_err(db)?,
+                InstanceRow {
+                    status: status_of(&status)?,
+                    version: u64_of(row.try_get("version").map_err(db)?),
+                    lock_owner: row.try_get("lock_owner").map_err(db)?,
+                    lock_expires: row.try_get("lock_expires").map_err(db)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Deletes everything of the instances `ids`.
+pub(super) async fn delete_instance_rows(conn: &mut sqlx::PgConnection, ids: &[String]) -> StoreResult<()> {
+    for table in ["history", "messages", "activities", "stream_events", "instances"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ANY($1)"))
+            .bind(ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Instance rows to update after turns, by column.
+#[derive(Debug, Default)]
+struct Updates {
+    instance_id: Vec<String>,
+    status: Vec<String>,
+    execution_id: Vec<String>,
+    input: Vec<Option<String>>,
+    custom_status: Vec<Option<String>>,
+    output: Vec<Option<String>>,
+    failure: Vec<Option<String>>,
+    completed_at: Vec<Option<i64>>,
+    history_len: Vec<i64>,
+    stream_seq: Vec<i64>,
+    execution_emits: Vec<i64>,
+    lock_owner: Vec<Option<String>>,
+    lock_expires: Vec<i64>,
+}
+
+/// Instances to create, by column.
+#[derive(Debug, Default)]
+struct Creations {
+    instance_id: Vec<String>,
+    name: Vec<String>,
+    execution_id: Vec<String>,
+    input: Vec<String>,
+    parent: Vec<Option<String>>,
+    created_at: Vec<i64>,
+}
+
+/// Messages to insert, by column.
+#[derive(Debug, Default)]
+struct Messages {
+    instance_id: Vec<String>,
+    execution_id: Vec<Option<String>>,
+    kind: Vec<String>,
+    event: Vec<String>,
+    visible_at: Vec<i64>,
+}
+
+impl Messages {
+    fn push(&mut self, m: &NewMessage) -> StoreResult<()> {
+        self.instance_id.push(m.instance_id.as_str().to_owned());
+        self.execution_id.push(m.execution_id.clone());
+        self.kind.push(event_kind(&m.event).to_owned());
+        self.event.push(to_json(&m.event)?);
+        self.visible_at.push(ms(m.visible_at));
+        Ok(())
+    }
+}
+
+/// Activity work items to insert, by column.
+#[derive(Debug, Default)]
+struct Activities {
+    instance_id: Vec<String>,
+    execution_id: Vec<String>,
+    task_id: Vec<i64>,
+    name: Vec<String>,
+    input: Vec<String>,
+    lock_owner: Vec<Option<String>>,
+    lock_expires: Vec<i64>,
+    attempt: Vec<i32>,
+}
+
+/// Activity work items to delete, by key column.
+#[derive(Debug, Default)]
+struct ActivityKeys {
+    instance_id: Vec<String>,
+    execution_id: Vec<String>,
+    task_id: Vec<i64>,
+}
+
+/// Stream events to insert, by column.
+#[derive(Debug, Default)]
+struct Stream {
+    instance_id: Vec<String>,
+    seq: Vec<i64>,
+    execution_id: Vec<String>,
+    emit_index: Vec<i64>,
+    name: Vec<String>,
+    payload: Vec<String>,
+    emitted_at: Vec<i64>,
+}
+
+/// Everything one transaction writes, by table.
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    replaced: Vec<String>,
+    new_executions: Vec<String>,
+    creations: Creations,
+    updates: Updates,
+    history: (Vec<String>, Vec<i64>, Vec<String>),
+    consumed: Vec<i64>,
+    terminal: Vec<String>,
+    done: ActivityKeys,
+    activities: Activities,
+    messages: Messages,
+    completions: (Vec<String>, Vec<String>, Vec<String>),
+    stream: Stream,
+    release: Vec<String>,
+    release_owner: String,
+}
+
+impl Writes {
+    /// Creates `instance` with its start message, replacing a terminal
+    /// instance of the same id; `rows` learns the new row.
+    pub(super) fn create_instance(
+        &mut self,
+        instance: &NewInstance,
+        rows: &mut HashMap<String, InstanceRow>,
+    ) -> StoreResult<CreateOutcome> {
+        let id = instance.instance_id.as_str();
+        if let Some(row) = rows.get(id) {
+            if !row.status.is_terminal() {
+                return Ok(CreateOutcome::AlreadyExists(row.status));
+            }
+            self.replaced.push(id.to_owned());
+        }
+        let c = &mut self.creations;
+        c.instance_id.push(id.to_owned());
+        c.name.push(instance.name.clone());
+        c.execution_id.push(instance.execution_id.clone());
+        c.input.push(to_json(&instance.input)?);
+        c.parent.push(instance.parent.as_ref().map(to_json).transpose()?);
+        c.created_at.push(ms(instance.created_at));
+        self.messages.push(&NewMessage {
+            instance_id: instance.instance_id.clone(),
+            execution_id: Some(instance.execution_id.clone()),
+            event: instance.start_event(),
+            visible_at: instance.start_at,
+        })?;
+        rows.insert(id.to_owned(), InstanceRow::created());
+        Ok(CreateOutcome::Created)
+    }
+
+    /// Writes one turn whose version check passed.
+    fn turn(
+        &mut self,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+        turn: &TurnCommit,
+        rows: &mut HashMap<String, InstanceRow>,
+    ) -> StoreResult<()> {
+        let id = turn.instance_id.as_str();
+        let Some(u) = &turn.update else {
+            // Late messages of a terminal instance: drop them.
+            self.consumed.extend(&turn.consumed);
+            return Ok(());
+        };
+        let terminal = u.status.is_terminal();
+        let keep = turn.keep_lease && !terminal;
+        let up = &mut self.updates;
+        up.instance_id.push(id.to_owned());
+        up.status.push(u.status.as_str().to_owned());
+        up.execution_id.push(u.execution_id.clone());
+        up.input.push(u.input.as_ref().map(to_json).transpose()?);
+        up.custom_status.push(u.custom_status.clone());
+        up.output.push(u.output.as_ref().map(to_json).transpose()?);
+        up.failure.push(u.failure.as_ref().map(to_json).transpose()?);
+        up.completed_at.push(terminal.then_some(now));
+        up.history_len.push(i64_of(u.history_len));
+        up.stream_seq.push(i64_of(u.stream_seq));
+        up.execution_emits.push(i64_of(u.execution_emits));
+        up.lock_owner.push(keep.then(|| owner.to_owned()));
+        up.lock_expires.push(if keep { lease_until } else { 0 });
+        if let Some(row) = rows.get_mut(id) {
+            row.status = u.status;
+            row.version += 1;
+        }
+        if turn.new_execution {
+            self.new_executions.push(id.to_owned());
+        }
+        for (i, event) in turn.history.iter().enumerate() {
+            self.history.0.push(id.to_owned());
+            self.history.1.push(i64_of(turn.history_index + i as u64));
+            self.history.2.push(to_json(event)?);
+        }
+        if terminal {
+            // Nothing will consume them any more.
+            self.terminal.push(id.to_owned());
+        } else {
+            self.consumed.extend(&turn.consumed);
+            for key in &turn.completed_activities {
+                self.done.instance_id.push(key.instance_id.as_str().to_owned());
+                self.done.execution_id.push(key.execution_id.clone());
+                self.done.task_id.push(i64_of(key.task_id));
+            }
+            for a in &turn.activities {
+                let act = &mut self.activities;
+                act.instance_id.push(a.key.instance_id.as_str().to_owned());
+                act.execution_id.push(a.key.execution_id.clone());
+                act.task_id.push(i64_of(a.key.task_id));
+                act.name.push(a.name.clone());
+                act.input.push(to_json(&a.input)?);
+                act.lock_owner
+                    .push(turn.claim_activities.then(|| owner.to_owned()));
+                act.lock_expires
+                    .push(if turn.claim_activities { lease_until } else { 0 });
+                act.attempt.push(i32::from(turn.claim_activities));
+            }
+        }
+        for m in &turn.messages {
+            self.messages.push(m)?;
+        }
+        for child in &turn.sub_orchestrations {
+            if let CreateOutcome::AlreadyExists(status) = self.create_instance(child, rows)? {
+                if let Some(parent) = &child.parent {
+                    let failure = FailureDetails::new(
+                        "InstanceAlreadyExists",
+                        format!("instance '{}' already exists and is {status}", child.instance_id),
+                    );
+                    self.messages.push(&NewMessage {
+                        instance_id: parent.instance_id.clone(),
+                        execution_id: Some(parent.execution_id.clone()),
+                        event: HistoryEvent::SubOrchestrationFailed {
+                            id: parent.task_id,
+                            failure,
+                        },
+                        visible_at: crate::store::codec::from_ms(now),
+                    })?;
+                }
+            }
+        }
+        for e in &turn.stream {
+            let s = &mut self.stream;
+            s.instance_id.push(id.to_owned());
+            s.seq.push(i64_of(e.seq));
+            s.execution_id.push(e.execution_id.clone());
+            s.emit_index.push(i64_of(e.emit_index));
+            s.name.push(e.name.clone());
+            s.payload.push(e.payload.clone());
+            s.emitted_at.push(ms(e.emitted_at));
+        }
+        Ok(())
+    }
+
+    fn completion(&mut self, completion: &ActivityCompletion) -> StoreResult<()> {
+        let key = &completion.key;
+        self.done.instance_id.push(key.instance_id.as_str().to_owned());
+        self.done.execution_id.push(key.execution_id.clone());
+        self.done.task_id.push(i64_of(key.task_id));
+        self.completions.0.push(key.instance_id.as_str().to_owned());
+        self.completions.1.push(key.execution_id.clone());
+        self.completions.2.push(to_json(&completion.event)?);
+        Ok(())
+    }
+
+    /// Runs the writes, one statement per table.
+    pub(super) async fn execute(self, tx: &mut Transaction<'static, Postgres>, now: i64) -> StoreResult<()> {
+        let tx = &mut **tx;
+        if !self.replaced.is_empty() {
+            delete_instance_rows(tx, &self.replaced).await?;
+        }
+        if !self.new_executions.is_empty() {
+            sqlx::query("DELETE FROM history WHERE instance_id = ANY($1)")
+                .bind(&self.new_executions)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        let c = &self.creations;
+        if !c.instance_id.is_empty() {
+            sqlx::query(
+                "INSERT INTO instances (instance_id, name, execution_id, status, input, parent, created_at, \
+                 updated_at) SELECT u.instance_id, u.name, u.execution_id, 'Pending', u.input, u.parent, \
+                 u.created_at, u.created_at FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                 $5::text[], $6::int8[]) AS u(instance_id, name, execution_id, input, parent, created_at)",
+            )
+            .bind(&c.instance_id)
+            .bind(&c.name)
+            .bind(&c.execution_id)
+            .bind(&c.input)
+            .bind(&c.parent)
+            .bind(&c.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let up = &self.updates;
+        if !up.instance_id.is_empty() {
+            sqlx::query(
+                "UPDATE instances AS i SET status = u.status, execution_id = u.execution_id, \
+                 input = COALESCE(u.input, i.input), custom_status = u.custom_status, output = u.output, \
+                 failure = u.failure, updated_at = $1, completed_at = u.completed_at, \
+                 history_len = u.history_len, stream_seq = u.stream_seq, execution_emits = u.execution_emits, \
+                 version = i.version + 1, lock_owner = u.lock_owner, lock_expires = u.lock_expires \
+                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                 $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::text[], $14::int8[]) \
+                 AS u(instance_id, status, execution_id, input, custom_status, output, failure, completed_at, \
+                 history_len, stream_seq, execution_emits, lock_owner, lock_expires) \
+                 WHERE i.instance_id = u.instance_id",
+            )
+            .bind(now)
+            .bind(&up.instance_id)
+            .bind(&up.status)
+            .bind(&up.execution_id)
+            .bind(&up.input)
+            .bind(&up.custom_status)
+            .bind(&up.output)
+            .bind(&up.failure)
+            .bind(&up.completed_at)
+            .bind(&up.history_len)
+            .bind(&up.stream_seq)
+            .bind(&up.execution_emits)
+            .bind(&up.lock_owner)
+            .bind(&up.lock_expires)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.history.0.is_empty() {
+            sqlx::query(
+                "INSERT INTO history (instance_id, idx, event) \
+                 SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[])",
+            )
+            .bind(&self.history.0)
+            .bind(&self.history.1)
+            .bind(&self.history.2)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.consumed.is_empty() {
+            sqlx::query("DELETE FROM messages WHERE id = ANY($1)")
+                .bind(&self.consumed)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        if !self.terminal.is_empty() {
+            for table in ["messages", "activities"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ANY($1)"))
+                    .bind(&self.terminal)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        let d = &self.done;
+        if !d.instance_id.is_empty() {
+            sqlx::query(
+                "DELETE FROM activities a USING UNNEST($1::text[], $2::text[], $3::int8[]) \
+                 AS k(instance_id, execution_id, task_id) WHERE a.instance_id = k.instance_id \
+                 AND a.execution_id = k.execution_id AND a.task_id = k.task_id",
+            )
+            .bind(&d.instance_id)
+            .bind(&d.execution_id)
+            .bind(&d.task_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let a = &self.activities;
+        if !a.instance_id.is_empty() {
+            sqlx::query(
+                "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
+                 lock_expires, attempt) SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], \
+                 $5::text[], $6::text[], $7::int8[], $8::int4[])",
+            )
+            .bind(&a.instance_id)
+            .bind(&a.execution_id)
+            .bind(&a.task_id)
+            .bind(&a.name)
+            .bind(&a.input)
+            .bind(&a.lock_owner)
+            .bind(&a.lock_expires)
+            .bind(&a.attempt)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let m = &self.messages;
+        if !m.instance_id.is_empty() {
+            sqlx::query(
+                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])",
+            )
+            .bind(&m.instance_id)
+            .bind(&m.execution_id)
+            .bind(&m.kind)
+            .bind(&m.event)
+            .bind(&m.visible_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.completions.0.is_empty() {
+            sqlx::query(
+                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+                 SELECT u.instance_id, u.execution_id, 'Result', u.event, $4 \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(instance_id, execution_id, event) \
+                 WHERE EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = u.instance_id \
+                 AND i.status NOT IN ('Completed', 'Failed', 'Terminated'))",
+            )
+            .bind(&self.completions.0)
+            .bind(&self.completions.1)
+            .bind(&self.completions.2)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let s = &self.stream;
+        if !s.instance_id.is_empty() {
+            sqlx::query(
+                "INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], \
+                 $7::int8[])",
+            )
+            .bind(&s.instance_id)
+            .bind(&s.seq)
+            .bind(&s.execution_id)
+            .bind(&s.emit_index)
+            .bind(&s.name)
+            .bind(&s.payload)
+            .bind(&s.emitted_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.release.is_empty() {
+            sqlx::query(
+                "UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
+                 WHERE instance_id = ANY($1) AND lock_owner = $2",
+            )
+            .bind(&self.release)
+            .bind(&self.release_owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `batch` in the open transaction; returns the turn outcomes and
+/// what to announce once it commits.
+pub(super) async fn commit_batch(
+    tx: &mut Transaction<'static, Postgres>,
+    owner: &str,
+    lease_until: i64,
+    now: i64,
+    batch: &CommitBatch,
+) -> StoreResult<(Vec<TurnOutcome>, Change)> {
+    let mut ids: Vec<&str> = Vec::new();
+    for turn in &batch.turns {
+        ids.push(turn.instance_id.as_str());
+        ids.extend(turn.sub_orchestrations.iter().map(|c| c.instance_id.as_str()));
+    }
+    let mut rows = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        instance_rows(tx, &ids).await?
+    };
+    let mut writes = Writes {
+        release_owner: owner.to_owned(),
+        ..Writes::default()
+    };
+    let mut outcomes = Vec::with_capacity(batch.turns.len());
+    let mut change = Change::default();
+    for turn in &batch.turns {
+        if !may_commit(turn, &rows, owner, now) {
+            outcomes.push(TurnOutcome::Conflict);
+            continue;
+        }
+        writes.turn(owner, lease_until, now, turn, &mut rows)?;
+        change.orchestration_work |=
+            turn.messages.iter().any(|m| ms(m.visible_at) <= now) || !turn.sub_orchestrations.is_empty();
+        change.activity_work |= !turn.claim_activities && !turn.activities.is_empty();
+        change.instances.push(turn.instance_id.clone());
+        outcomes.push(TurnOutcome::Committed);
+    }
+    for completion in &batch.completions {
+        writes.completion(completion)?;
+        change.orchestration_work = true;
+    }
+    let turning: Vec<&str> = batch.turns.iter().map(|t| t.instance_id.as_str()).collect();
+    for id in &batch.release {
+        // An instance with a turn in this batch is updated by the turn.
+        if !turning.contains(&id.as_str()) {
+            writes.release.push(id.as_str().to_owned());
+            change.orchestration_work = true;
+        }
+    }
+    writes.execute(tx, now).await?;
+    Ok((outcomes, change))
+}

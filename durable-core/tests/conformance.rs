@@ -1,0 +1,665 @@
+//! The store conformance suite: every test body is written once, takes the
+//! store as a parameter, and runs against SQLite (a file) and PostgreSQL
+//! (its own schema, so tests run in parallel). The PostgreSQL variants read
+//! `DURABLE_TEST_POSTGRES_URL` and say so when they skip for lack of it.
+
+mod common;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use durable_core::prelude::*;
+use durable_core::store::{
+    CommitBatch, InstanceUpdate, MessageSource, NewStreamEvent, PostgresStore, PostgresStoreOptions,
+    SqliteStore, Store, TurnCommit, TurnOutcome,
+};
+use durable_core::{InstanceQuery, StoreError};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use common::{summary, wait_done, WAIT};
+
+/// A database for one test, and a way to open it again as if from another
+/// process.
+struct Backend {
+    store: Arc<dyn Store>,
+    kind: Kind,
+}
+
+enum Kind {
+    Sqlite(tempfile::TempDir),
+    Postgres { url: String, schema: String },
+}
+
+impl Backend {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_sqlite(&dir).await;
+        Self {
+            store,
+            kind: Kind::Sqlite(dir),
+        }
+    }
+
+    async fn postgres() -> Option<Self> {
+        let Ok(url) = std::env::var("DURABLE_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: DURABLE_TEST_POSTGRES_URL is not set, so this PostgreSQL test does not run");
+            return None;
+        };
+        let schema = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let store = open_postgres(&url, &schema).await;
+        Some(Self {
+            store,
+            kind: Kind::Postgres { url, schema },
+        })
+    }
+
+    /// Another handle to the same database, with its own connections and
+    /// notifications, as another process would have.
+    async fn reopen(&self) -> Arc<dyn Store> {
+        match &self.kind {
+            Kind::Sqlite(dir) => open_sqlite(dir).await,
+            Kind::Postgres { url, schema } => open_postgres(url, schema).await,
+        }
+    }
+
+    async fn cleanup(self) {
+        if let Kind::Postgres { url, schema } = &self.kind {
+            drop(self.store);
+            let pool = sqlx::PgPool::connect(url).await.expect("connect for cleanup");
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await
+                .expect("drop the test schema");
+        }
+    }
+}
+
+async fn open_sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    let path = dir.path().join("conformance.db");
+    let options = durable_core::store::SqliteStoreOptions::file(path.to_string_lossy().into_owned())
+        .poll_interval(Some(Duration::from_millis(20)));
+    Arc::new(SqliteStore::with_options(options).await.expect("sqlite store"))
+}
+
+async fn open_postgres(url: &str, schema: &str) -> Arc<dyn Store> {
+    let options = PostgresStoreOptions::new(url).schema(schema).max_connections(8);
+    Arc::new(
+        PostgresStore::with_options(options)
+            .await
+            .expect("postgres store"),
+    )
+}
+
+/// Stamps each test body out once per backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let backend = super::Backend::sqlite().await;
+                    super::$name(&backend).await;
+                    backend.cleanup().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(backend) = super::Backend::postgres().await else {
+                        return;
+                    };
+                    super::$name(&backend).await;
+                    backend.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    activities_timers_and_stream,
+    external_events_and_their_timeout,
+    sub_orchestrations_and_continue_as_new,
+    custom_status_and_its_cap,
+    terminate_suspend_resume_and_purge,
+    listing_with_filters_and_pages,
+    thousands_of_events_in_order_with_every_cursor,
+    forced_replay_appends_nothing_twice,
+    watchers_are_live_and_end_after_the_last_event,
+    another_process_sees_commits_live,
+    two_workers_share_the_work_exactly_once,
+    a_dead_workers_work_is_taken_over,
+    a_stalled_workers_late_commit_is_rejected,
+    the_store_refuses_a_duplicate_emit,
+    bad_operations_get_typed_errors,
+);
+
+// ---------------------------------------------------------------------------
+// Orchestrations used by the bodies.
+
+async fn steps(ctx: OrchestrationContext, n: u64) -> Result<u64, OrchestrationError> {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += ctx.call_activity::<u64>("double", &i).await?;
+        ctx.emit_event("step", &i)?;
+        if i == 0 {
+            ctx.create_timer_in(Duration::from_millis(30)).await?;
+        }
+    }
+    Ok(sum)
+}
+
+async fn double(_ctx: ActivityContext, i: u64) -> Result<u64, Infallible> {
+    Ok(i * 2)
+}
+
+async fn waiter(ctx: OrchestrationContext, timeout_ms: u64) -> Result<String, OrchestrationError> {
+    ctx.emit_event("waiting", &timeout_ms)?;
+    match ctx
+        .wait_for_external_event_with_timeout::<String>("go", Duration::from_millis(timeout_ms))
+        .await
+    {
+        Ok(value) => Ok(value),
+        Err(OrchestrationError::Timeout(_)) => Ok("timed out".into()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn parent(ctx: OrchestrationContext, n: u64) -> Result<Value, OrchestrationError> {
+    let child: u64 = ctx.call_sub_orchestration("steps", &n).await?;
+    let failed = ctx.call_sub_orchestration::<()>("fails", &()).await.is_err();
+    Ok(json!({ "child": child, "failed": failed }))
+}
+
+async fn fails(_ctx: OrchestrationContext, _: ()) -> Result<(), OrchestrationError> {
+    Err(OrchestrationError::Timeout("deliberately".into()))
+}
+
+async fn counter(ctx: OrchestrationContext, (round, rounds): (u64, u64)) -> Result<u64, OrchestrationError> {
+    ctx.emit_event("round", &round)?;
+    if round + 1 < rounds {
+        return ctx.continue_as_new(&(round + 1, rounds)).await;
+    }
+    Ok(round)
+}
+
+async fn status(ctx: OrchestrationContext, _: ()) -> Result<String, OrchestrationError> {
+    ctx.set_custom_status(&"small")?;
+    let big = "x".repeat(9_000); // 18,000 bytes of UTF-16
+    let refused = matches!(
+        ctx.set_custom_status(&big),
+        Err(OrchestrationError::CustomStatusTooLarge { .. })
+    );
+    Ok(format!("refused: {refused}"))
+}
+
+async fn burst(ctx: OrchestrationContext, n: u64) -> Result<u64, OrchestrationError> {
+    for i in 0..n {
+        ctx.emit_event("e", &i)?;
+    }
+    Ok(n)
+}
+
+async fn forever(ctx: OrchestrationContext, _: ()) -> Result<(), OrchestrationError> {
+    ctx.emit_event("started", &())?;
+    ctx.wait_for_external_event::<()>("never").await
+}
+
+fn registry() -> Registry {
+    Registry::new()
+        .orchestration("steps", steps)
+        .orchestration("waiter", waiter)
+        .orchestration("parent", parent)
+        .orchestration("fails", fails)
+        .orchestration("counter", counter)
+        .orchestration("status", status)
+        .orchestration("burst", burst)
+        .orchestration("forever", forever)
+        .activity("double", double)
+}
+
+fn start(store: &Arc<dyn Store>, options: WorkerOptions) -> Worker {
+    Worker::start_with(store.clone(), registry(), options).expect("worker starts")
+}
+
+async fn output<T: serde::de::DeserializeOwned>(client: &Client, id: &InstanceId) -> T {
+    common::output_of(client, id).await
+}
+
+fn steps_stream(n: u64) -> Vec<(u64, String, Value)> {
+    (0..n).map(|i| (i + 1, "step".to_owned(), json!(i))).collect()
+}
+
+// ---------------------------------------------------------------------------
+// The bodies.
+
+async fn activities_timers_and_stream(b: &Backend) {
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let id = client.start("steps", &5u64).await.unwrap();
+    assert_eq!(output::<u64>(&client, &id).await, 20);
+    let events = common::read_all(&client, &id, 100).await;
+    assert_eq!(summary(&events), steps_stream(5));
+    assert_eq!(client.get_instance(&id).await.unwrap().unwrap().stream_len, 5);
+    worker.shutdown().await.unwrap();
+}
+
+async fn external_events_and_their_timeout(b: &Backend) {
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let answered = client.start("waiter", &10_000u64).await.unwrap();
+    common::wait_stream_len(&client, &answered, 1).await;
+    client.raise_event(&answered, "go", &"hello").await.unwrap();
+    assert_eq!(output::<String>(&client, &answered).await, "hello");
+    let timed_out = client.start("waiter", &50u64).await.unwrap();
+    assert_eq!(output::<String>(&client, &timed_out).await, "timed out");
+    worker.shutdown().await.unwrap();
+}
+
+async fn sub_orchestrations_and_continue_as_new(b: &Backend) {
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let id = client.start("parent", &3u64).await.unwrap();
+    assert_eq!(
+        output::<Value>(&client, &id).await,
+        json!({ "child": 6, "failed": true })
+    );
+    let id = client.start("counter", &(0u64, 4u64)).await.unwrap();
+    assert_eq!(output::<u64>(&client, &id).await, 3);
+    let events = common::read_all(&client, &id, 100).await;
+    let expected: Vec<_> = (0..4u64).map(|r| (r + 1, "round".to_owned(), json!(r))).collect();
+    assert_eq!(
+        summary(&events),
+        expected,
+        "numbering continues across continue-as-new"
+    );
+    let executions: HashSet<&str> = events.iter().map(|e| e.execution_id.as_str()).collect();
+    assert_eq!(executions.len(), 4, "one execution per round");
+    worker.shutdown().await.unwrap();
+}
+
+async fn custom_status_and_its_cap(b: &Backend) {
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let id = client.start("status", &()).await.unwrap();
+    assert_eq!(output::<String>(&client, &id).await, "refused: true");
+    let meta = client.get_instance(&id).await.unwrap().unwrap();
+    assert_eq!(meta.custom_status, Some(json!("small")));
+    worker.shutdown().await.unwrap();
+}
+
+async fn terminate_suspend_resume_and_purge(b: &Backend) {
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let id = client.start("waiter", &60_000u64).await.unwrap();
+    common::wait_stream_len(&client, &id, 1).await;
+    client.suspend(&id, None).await.unwrap();
+    common::eventually("suspended", || async {
+        let meta = client.get_instance(&id).await.unwrap().unwrap();
+        (meta.status == RuntimeStatus::Suspended).then_some(())
+    })
+    .await;
+    client.raise_event(&id, "go", &"after resume").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        client.get_instance(&id).await.unwrap().unwrap().status,
+        RuntimeStatus::Suspended,
+        "messages wait while suspended"
+    );
+    client.resume(&id, None).await.unwrap();
+    assert_eq!(output::<String>(&client, &id).await, "after resume");
+
+    let id = client.start("forever", &()).await.unwrap();
+    common::wait_stream_len(&client, &id, 1).await;
+    client.terminate(&id, Some("stop")).await.unwrap();
+    let meta = wait_done(&client, &id).await;
+    assert_eq!(meta.status, RuntimeStatus::Terminated);
+    client.purge(&id).await.unwrap();
+    assert!(client.get_instance(&id).await.unwrap().is_none());
+    assert!(matches!(
+        client.get_events(&id, 0, 10).await,
+        Err(Error::InstanceNotFound(_))
+    ));
+    worker.shutdown().await.unwrap();
+}
+
+async fn listing_with_filters_and_pages(b: &Backend) {
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let mut done = Vec::new();
+    for i in 0..5u64 {
+        done.push(client.start("burst", &i).await.unwrap());
+    }
+    let running = client.start("forever", &()).await.unwrap();
+    for id in &done {
+        wait_done(&client, id).await;
+    }
+    common::wait_stream_len(&client, &running, 1).await;
+    let completed = client
+        .list_instances(
+            InstanceQuery::new()
+                .status(RuntimeStatus::Completed)
+                .name("burst"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(completed.instances.len(), 5);
+    let mut seen = Vec::new();
+    let mut query = InstanceQuery::new().page_size(2);
+    loop {
+        let page = client.list_instances(query.clone()).await.unwrap();
+        seen.extend(page.instances.into_iter().map(|m| m.instance_id));
+        match page.continuation {
+            Some(token) => query = query.continuation(token),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 6, "paging visits every instance once: {seen:?}");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 6);
+    client.terminate(&running, None).await.unwrap();
+    worker.shutdown().await.unwrap();
+}
+
+async fn thousands_of_events_in_order_with_every_cursor(b: &Backend) {
+    const N: u64 = 3_000;
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let id = client.start("burst", &N).await.unwrap();
+    assert_eq!(output::<u64>(&client, &id).await, N);
+    let all = common::read_all(&client, &id, 1_000).await;
+    let expected: Vec<_> = (0..N).map(|i| (i + 1, "e".to_owned(), json!(i))).collect();
+    assert_eq!(summary(&all), expected);
+    for after in (0..=N).step_by(97).chain([N - 1, N]) {
+        let page = client.get_events(&id, after, 50).await.unwrap();
+        let want: Vec<u64> = (after + 1..=(after + 50).min(N)).collect();
+        assert_eq!(
+            page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            want,
+            "after {after}"
+        );
+        assert_eq!(page.finished, after + 50 >= N, "finished after {after}");
+    }
+    worker.shutdown().await.unwrap();
+}
+
+async fn forced_replay_appends_nothing_twice(b: &Backend) {
+    let worker = start(&b.store, WorkerOptions::new().cache_capacity(0));
+    let client = Client::new(b.store.clone());
+    let id = client.start("steps", &8u64).await.unwrap();
+    assert_eq!(output::<u64>(&client, &id).await, 56);
+    let events = common::read_all(&client, &id, 100).await;
+    assert_eq!(summary(&events), steps_stream(8));
+    worker.shutdown().await.unwrap();
+}
+
+async fn watchers_are_live_and_end_after_the_last_event(b: &Backend) {
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let id = client.start("steps", &6u64).await.unwrap();
+    let early = tokio::spawn(
+        client
+            .watch_events(&id, 0)
+            .map(|e| e.unwrap())
+            .collect::<Vec<_>>(),
+    );
+    let events = tokio::time::timeout(WAIT, early)
+        .await
+        .expect("watcher ends")
+        .unwrap();
+    assert_eq!(summary(&events), steps_stream(6));
+    let late: Vec<_> = client.watch_events(&id, 3).map(|e| e.unwrap()).collect().await;
+    assert_eq!(summary(&late), steps_stream(6)[3..].to_vec());
+    worker.shutdown().await.unwrap();
+}
+
+async fn another_process_sees_commits_live(b: &Backend) {
+    // The worker writes through one handle; the watcher reads through
+    // another, which learns of commits by notification (PostgreSQL) or by
+    // polling (SQLite).
+    let other = b.reopen().await;
+    let worker = start(&b.store, WorkerOptions::new());
+    let writer = Client::new(b.store.clone());
+    let reader = Client::new(other);
+    let id = writer.start("waiter", &60_000u64).await.unwrap();
+    let mut watch = Box::pin(reader.watch_events(&id, 0));
+    let first = tokio::time::timeout(WAIT, watch.next())
+        .await
+        .expect("first event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.name, "waiting");
+    reader
+        .raise_event(&id, "go", &"from the other process")
+        .await
+        .unwrap();
+    let rest: Vec<_> = tokio::time::timeout(WAIT, watch.collect::<Vec<_>>())
+        .await
+        .expect("the stream ends");
+    assert!(rest.is_empty(), "nothing after the first event: {rest:?}");
+    assert_eq!(output::<String>(&reader, &id).await, "from the other process");
+    worker.shutdown().await.unwrap();
+}
+
+async fn two_workers_share_the_work_exactly_once(b: &Backend) {
+    let other = b.reopen().await;
+    let one = start(&b.store, WorkerOptions::new());
+    let two = start(&other, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(client.start("steps", &4u64).await.unwrap());
+    }
+    for id in &ids {
+        assert_eq!(output::<u64>(&client, id).await, 12);
+        let events = common::read_all(&client, id, 100).await;
+        assert_eq!(summary(&events), steps_stream(4), "instance {id}");
+    }
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+}
+
+async fn a_dead_workers_work_is_taken_over(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let id = client.start("steps", &3u64).await.unwrap();
+    // A worker claims the instance and dies before it commits.
+    let claimed = b
+        .store
+        .fetch_orchestrations("dead-worker", Duration::from_millis(300), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the instance is ready");
+    let worker = start(&b.store, WorkerOptions::new().lease(Duration::from_millis(300)));
+    assert_eq!(output::<u64>(&client, &id).await, 6);
+    assert_eq!(
+        summary(&common::read_all(&client, &id, 100).await),
+        steps_stream(3)
+    );
+    worker.shutdown().await.unwrap();
+}
+
+async fn a_stalled_workers_late_commit_is_rejected(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let id = client.start("forever", &()).await.unwrap();
+    let lease = Duration::from_millis(200);
+    let stalled = b.store.fetch_orchestrations("stalled", lease, 10).await.unwrap();
+    assert_eq!(stalled.len(), 1);
+    let item = stalled.into_iter().next().unwrap();
+    tokio::time::sleep(lease * 2).await;
+    // Another worker takes the instance over and runs its first turn.
+    let worker = start(&b.store, WorkerOptions::new().lease(lease));
+    common::wait_stream_len(&client, &id, 1).await;
+    // The stalled worker wakes up and commits its stale turn.
+    let outcome = b
+        .store
+        .commit("stalled", lease, batch(turn(&item, vec![(1, 0)])))
+        .await
+        .unwrap();
+    assert_eq!(outcome, [TurnOutcome::Conflict]);
+    let events = common::read_all(&client, &id, 10).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].name, "started", "the new owner's event stands");
+    client.terminate(&id, None).await.unwrap();
+    worker.shutdown().await.unwrap();
+}
+
+fn batch(turn: TurnCommit) -> CommitBatch {
+    CommitBatch {
+        turns: vec![turn],
+        ..CommitBatch::default()
+    }
+}
+
+/// A turn of `item` that appends stream events `(seq, emit index)`.
+fn turn(item: &durable_core::store::OrchestrationWorkItem, stream: Vec<(u64, u64)>) -> TurnCommit {
+    let execution_id = item.state.execution_id.clone();
+    TurnCommit {
+        instance_id: item.instance_id.clone(),
+        version: item.state.version,
+        consumed: item
+            .messages
+            .iter()
+            .filter_map(|m| match m.source {
+                MessageSource::Inbox(id) => Some(id),
+                MessageSource::Activity(_) => None,
+            })
+            .collect(),
+        completed_activities: Vec::new(),
+        new_execution: false,
+        history: Vec::new(),
+        history_index: item.state.history_len,
+        update: Some(InstanceUpdate {
+            status: RuntimeStatus::Running,
+            execution_id: execution_id.clone(),
+            input: None,
+            custom_status: None,
+            output: None,
+            failure: None,
+            history_len: item.state.history_len,
+            stream_seq: item.state.stream_seq + stream.len() as u64,
+            execution_emits: item.state.execution_emits + stream.len() as u64,
+        }),
+        activities: Vec::new(),
+        claim_activities: false,
+        keep_lease: false,
+        messages: Vec::new(),
+        sub_orchestrations: Vec::new(),
+        stream: stream
+            .into_iter()
+            .map(|(seq, emit_index)| NewStreamEvent {
+                seq,
+                execution_id: execution_id.clone(),
+                emit_index,
+                name: "e".into(),
+                payload: emit_index.to_string(),
+                emitted_at: chrono::Utc::now(),
+            })
+            .collect(),
+    }
+}
+
+async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let id = client.start("forever", &()).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let claim = || async {
+        let mut items = b.store.fetch_orchestrations("tester", lease, 10).await.unwrap();
+        assert_eq!(items.len(), 1);
+        items.pop().unwrap()
+    };
+    let item = claim().await;
+    let outcome = b
+        .store
+        .commit("tester", lease, batch(turn(&item, vec![(1, 0), (2, 1)])))
+        .await;
+    assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
+    for (what, stream) in [
+        ("emit index 1 again", vec![(3, 1)]),
+        ("seq 2 again", vec![(2, 2)]),
+    ] {
+        client.raise_event(&id, "poke", &()).await.unwrap();
+        let item = claim().await;
+        let err = b
+            .store
+            .commit("tester", lease, batch(turn(&item, stream)))
+            .await
+            .expect_err(what);
+        assert!(matches!(err, StoreError::Conflict(_)), "{what}: {err:?}");
+        b.store
+            .abandon_orchestration("tester", &id, Duration::ZERO)
+            .await
+            .unwrap();
+        let events = common::read_all(&client, &id, 100).await;
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| (e.seq, e.payload.clone()))
+                .collect::<Vec<_>>(),
+            [(1, json!(0)), (2, json!(1))],
+            "{what}: nothing of the refused turn was written"
+        );
+    }
+}
+
+async fn bad_operations_get_typed_errors(b: &Backend) {
+    static STARTED: AtomicU64 = AtomicU64::new(0);
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let missing = InstanceId::new(format!("missing-{}", STARTED.fetch_add(1, Ordering::Relaxed))).unwrap();
+    assert!(matches!(
+        client.raise_event(&missing, "go", &1).await,
+        Err(Error::InstanceNotFound(_))
+    ));
+    assert!(matches!(
+        client.terminate(&missing, None).await,
+        Err(Error::InstanceNotFound(_))
+    ));
+    assert!(matches!(
+        client.purge(&missing).await,
+        Err(Error::InstanceNotFound(_))
+    ));
+    let odd = InstanceId::new("orders/2026/'; DROP TABLE instances; --/ünï").unwrap();
+    let id = client
+        .start_with(
+            StartOptions::new("burst", &2u64)
+                .unwrap()
+                .instance_id(odd.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(id, odd);
+    assert_eq!(output::<u64>(&client, &id).await, 2);
+    assert!(matches!(
+        client.raise_event(&id, "go", &1).await,
+        Err(Error::InvalidState {
+            status: RuntimeStatus::Completed,
+            ..
+        })
+    ));
+    let running = client.start("forever", &()).await.unwrap();
+    assert!(matches!(
+        client
+            .start_with(
+                StartOptions::new("forever", &())
+                    .unwrap()
+                    .instance_id(running.clone())
+            )
+            .await,
+        Err(Error::InstanceAlreadyExists(_))
+    ));
+    assert!(matches!(
+        client.purge(&running).await,
+        Err(Error::InvalidState { .. })
+    ));
+    let unknown = client.start("no-such-orchestration", &()).await.unwrap();
+    let meta = wait_done(&client, &unknown).await;
+    assert_eq!(meta.status, RuntimeStatus::Failed);
+    assert_eq!(meta.failure.unwrap().error_type, "UnknownOrchestration");
+    client.terminate(&running, None).await.unwrap();
+    worker.shutdown().await.unwrap();
+}
