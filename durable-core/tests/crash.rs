@@ -78,7 +78,9 @@ fn registry(effects: String) -> Registry {
                     .append(true)
                     .open(&effects)
                     .map_err(|e| e.to_string())?;
-                writeln!(file, "{} {i}", std::process::id()).map_err(|e| e.to_string())?;
+                // One write call, so that lines of several processes never interleave.
+                let line = format!("{} {i}\n", std::process::id());
+                file.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
                 Ok::<_, String>(i * i + 1)
             }
         })
