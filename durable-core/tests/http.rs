@@ -620,7 +620,10 @@ async fn list_filters_and_pages() {
         seen.extend(got.iter().map(|i| i["instanceId"].as_str().unwrap().to_owned()));
         match page["continuationToken"].as_str() {
             Some(token) => {
-                let token: String = token.bytes().map(|b| format!("%{b:02X}")).collect();
+                assert!(
+                    token.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "opaque token: {token}"
+                );
                 path = format!("/api/instances?pageSize=3&continuationToken={token}");
             }
             None => break,
@@ -1095,6 +1098,11 @@ async fn bad_query_values_are_400() {
         ("/api/instances?name=a&name=b", "invalid_parameter"),
         (
             "/api/instances?continuationToken=garbage",
+            "invalid_continuation_token",
+        ),
+        (
+            // Valid hex, but not a token the server made.
+            "/api/instances?continuationToken=6e6f",
             "invalid_continuation_token",
         ),
         ("/api/instances?runtimestatus=Running", "unknown_parameter"),

@@ -234,6 +234,14 @@ async fn list(
         q = q.page_size(size);
     }
     if let Some(token) = params.one("continuationToken")? {
+        let token = decode_token(token).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_continuation_token",
+                format!(
+                    "invalid continuation token {token:?}: pass the continuationToken of the previous page"
+                ),
+            )
+        })?;
         q = q.continuation(token);
     }
     let page = state.client.list_instances(q).await.map_err(|e| match e {
@@ -243,8 +251,26 @@ async fn list(
     let instances: Vec<Value> = page.instances.iter().map(model::instance).collect();
     Ok(Json(json!({
         "instances": instances,
-        "continuationToken": page.continuation,
+        "continuationToken": page.continuation.as_deref().map(encode_token),
     })))
+}
+
+/// A continuation token as lower-case hex: opaque and safe in a URL
+/// whatever the instance ids hold.
+fn encode_token(token: &str) -> String {
+    token.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The inverse of [`encode_token`].
+fn decode_token(hex: &str) -> Option<String> {
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// `POST /api/instances/{id}/raiseEvent/{event}`: raises an external event
@@ -398,6 +424,18 @@ mod tests {
         assert_eq!(encode("order-42_a.b~c"), "order-42_a.b~c");
         assert_eq!(encode("orders/2026 42"), "orders%2F2026%2042");
         assert_eq!(encode("ü?&#"), "%C3%BC%3F%26%23");
+    }
+
+    #[test]
+    fn continuation_tokens_round_trip_through_hex() {
+        let token = "1795322437210:orders/42 & ü";
+        let hex = encode_token(token);
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{hex}");
+        assert_eq!(decode_token(&hex).as_deref(), Some(token));
+        assert_eq!(decode_token("abc"), None);
+        assert_eq!(decode_token("zz"), None);
+        assert_eq!(decode_token("ff"), None, "not UTF-8");
+        assert_eq!(decode_token("+1"), None);
     }
 
     #[test]
