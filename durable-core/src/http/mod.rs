@@ -73,8 +73,8 @@
 //!     .router();
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let server = tokio::spawn(axum::serve(listener, router).into_future());
-//! server.abort();
+//! let server = tokio::spawn(async move { axum::serve(listener, router).await });
+//! # server.abort();
 //! # Ok(())
 //! # }
 //! ```
