@@ -999,6 +999,12 @@ async fn unknown_routes_and_methods_get_json_404_and_405() {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
     );
+    // A 405 says which methods the route serves.
+    let response = server.req(Method::PUT, "/api/instances/x").send().await.unwrap();
+    let allow = response.headers()["allow"].to_str().unwrap().to_owned();
+    let mut allowed: Vec<&str> = allow.split(',').map(str::trim).collect();
+    allowed.sort_unstable();
+    assert_eq!(allowed, ["DELETE", "GET", "HEAD"]);
     server.shutdown().await;
 }
 
@@ -1017,7 +1023,42 @@ async fn a_body_over_the_limit_is_413() {
     let fits = json!("x".repeat(1000)).to_string();
     let (status, body) = server.post_json("/api/orchestrations/echo", &fits).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // A chunked body (no Content-Length) is held to the limit as it
+    // arrives.
+    let head = raw_chunked_post(&server.base, "/api/orchestrations/echo", &big).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("payload_too_large"), "{head}");
+    let head = raw_chunked_post(&server.base, "/api/orchestrations/echo", &fits).await;
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
     server.shutdown().await;
+}
+
+/// Sends a POST with a chunked body over a plain TCP connection and
+/// returns the whole answer as text.
+async fn raw_chunked_post(base: &str, path: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    for chunk in body.as_bytes().chunks(100) {
+        request.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            chunk.len(),
+            std::str::from_utf8(chunk).unwrap()
+        ));
+    }
+    request.push_str("0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
@@ -1319,11 +1360,23 @@ async fn echo_reply(JsonBody(body): JsonBody<Value>) -> Result<axum::Json<Value>
 #[tokio::test]
 async fn added_routes_share_auth_limits_errors_and_the_document() {
     let server = Server::start_with(ServeOptions::new().body_limit(256), Some("t0ken"), |api| {
-        api.routes(axum::Router::new().route("/api/extra/reply", axum::routing::post(echo_reply)))
-            .document(
-                "/api/extra/reply",
-                json!({ "post": { "summary": "Echo", "responses": { "200": { "description": "the echo" } } } }),
-            )
+        api.routes(
+            axum::Router::new()
+                .route("/api/extra/reply", axum::routing::post(echo_reply))
+                .route(
+                    "/api/extra/bug",
+                    axum::routing::get(|| async {
+                        if true {
+                            panic!("a bug in a handler");
+                        }
+                        "unreachable"
+                    }),
+                ),
+        )
+        .document(
+            "/api/extra/reply",
+            json!({ "post": { "summary": "Echo", "responses": { "200": { "description": "the echo" } } } }),
+        )
     })
     .await;
     let (status, body) = server.post_json("/api/extra/reply", r#"{"a":1}"#).await;
@@ -1355,6 +1408,12 @@ async fn added_routes_share_auth_limits_errors_and_the_document() {
         .send(server.http.post(server.url("/api/extra/reply")).body("{}"))
         .await;
     assert_error(&unauthenticated, StatusCode::UNAUTHORIZED, "unauthorized");
+    // A handler that panics is a JSON 500, and the server goes on.
+    assert_error(
+        &server.call(Method::GET, "/api/extra/bug").await,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+    );
     let (_, doc) = server.call(Method::GET, "/api/openapi.json").await;
     assert_eq!(doc["paths"]["/api/extra/reply"]["post"]["summary"], "Echo");
     assert!(doc["paths"]["/api/instances/{id}"]["get"].is_object());

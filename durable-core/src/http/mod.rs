@@ -90,12 +90,16 @@ mod sse;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures::FutureExt;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -302,6 +306,7 @@ impl HttpApi {
             .merge(self.extra_routes)
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn(catch_panic))
             .layer(DefaultBodyLimit::max(self.options.body_limit));
         match self.options.token {
             Some(token) => router.layer(axum::middleware::from_fn_with_state(token, auth::require_token)),
@@ -336,6 +341,23 @@ impl HttpApi {
                 stop.send_replace(true);
             })
             .await
+    }
+}
+
+/// Turns a panic in a handler (a bug) into a JSON 500 instead of a reset
+/// connection; the server goes on serving.
+async fn catch_panic(request: Request, next: Next) -> Response {
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!("a handler of the HTTP API panicked");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the server failed while answering; the failure is logged",
+            )
+            .into_response()
+        }
     }
 }
 
