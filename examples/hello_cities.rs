@@ -12,25 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use durable_core::prelude::*;
-
-async fn hello_sequence(
-    ctx: OrchestrationContext,
-    cities: Vec<String>,
-) -> Result<Vec<String>, OrchestrationError> {
-    let mut outputs = Vec::new();
-    for city in cities {
-        outputs.push(ctx.call_activity::<String>("say_hello", &city).await?);
-        ctx.set_custom_status(&city)?;
-        ctx.emit_event("greeted", &city)?;
-    }
-    Ok(outputs)
-}
-
-async fn say_hello(_ctx: ActivityContext, name: String) -> Result<String, std::convert::Infallible> {
-    // A little work, so that each status is visible for a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    Ok(format!("Hello {name}!"))
-}
+use durable_workspace::samples::{hello_sequence, say_hello};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,1 +1,3 @@
 //! Shared helpers for the examples and integration tests.
+
+pub mod samples;

@@ -78,6 +78,8 @@ mod context;
 mod error;
 pub mod future;
 mod history;
+#[cfg(feature = "http")]
+pub mod http;
 mod ids;
 mod instance;
 mod registry;

@@ -170,6 +170,13 @@ impl Registry {
         self.orchestrations.contains_key(name)
     }
 
+    /// The names of the registered orchestrations, sorted.
+    pub fn orchestration_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.orchestrations.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Whether an activity of this name is registered.
     pub fn has_activity(&self, name: &str) -> bool {
         self.activities.contains_key(name)
