@@ -260,9 +260,28 @@ impl SqliteStore {
         batch: CommitBatch,
     ) -> StoreResult<Vec<TurnOutcome>> {
         let now = now_ms();
-        let mut tx = self.begin().await?;
-        let (outcomes, wake) = write::commit_batch(&mut tx, owner, lease_end(lease), now, &batch).await?;
-        tx.commit().await.map_err(db)?;
+        let lease_until = lease_end(lease);
+        let (outcomes, wake) = match write::fast_batch(owner, lease_until, now, &batch)? {
+            Some((sql, wake)) => {
+                let mut conn = self.writer.acquire().await.map_err(db)?;
+                match sql.commit(&mut conn).await {
+                    Ok(()) => (vec![TurnOutcome::Committed; batch.turns.len()], Some(wake)),
+                    // A turn's instance changed: check turn by turn.
+                    Err(StoreError::Conflict(_)) => (Vec::new(), None),
+                    Err(e) => return Err(e),
+                }
+            }
+            None => (Vec::new(), None),
+        };
+        let (outcomes, wake) = match wake {
+            Some(wake) => (outcomes, wake),
+            None => {
+                let mut tx = self.begin().await?;
+                let written = write::commit_batch(&mut tx, owner, lease_until, now, &batch).await?;
+                tx.commit().await.map_err(db)?;
+                written
+            }
+        };
         if wake.orchestrations {
             self.changes.notify_orchestration_work();
         }
@@ -441,6 +460,20 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
         async move {
+            // Most ids are new: one round trip. A taken id (maybe of a
+            // terminal instance to replace) is looked at row by row.
+            let mut sql = write::Sql::transaction();
+            sql.create_new_instance(&instance)?;
+            let mut conn = self.writer.acquire().await.map_err(db)?;
+            match sql.commit(&mut conn).await {
+                Ok(()) => {
+                    self.changes.notify_orchestration_work();
+                    self.changes.notify_instance(&instance.instance_id);
+                    return Ok(CreateOutcome::Created);
+                }
+                Err(StoreError::Conflict(_)) => drop(conn),
+                Err(e) => return Err(e),
+            }
             let mut tx = self.begin().await?;
             let mut rows = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
             let mut sql = write::Sql::new();
