@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 
+mod fast;
 mod write;
 
 use super::codec::{
@@ -261,20 +262,19 @@ impl SqliteStore {
     ) -> StoreResult<Vec<TurnOutcome>> {
         let now = now_ms();
         let lease_until = lease_end(lease);
-        let (outcomes, wake) = match write::fast_batch(owner, lease_until, now, &batch)? {
-            Some((sql, wake)) => {
-                let mut conn = self.writer.acquire().await.map_err(db)?;
-                match sql.commit(&mut conn).await {
-                    Ok(()) => (vec![TurnOutcome::Committed; batch.turns.len()], Some(wake)),
-                    // A turn's instance changed: check turn by turn.
-                    Err(StoreError::Conflict(_)) => (Vec::new(), None),
-                    Err(e) => return Err(e),
-                }
+        let fast = if fast::applies_to(&batch) {
+            let mut conn = self.writer.acquire().await.map_err(db)?;
+            match fast::commit(&mut conn, owner, lease_until, now, &batch).await {
+                Ok(wake) => Some(wake),
+                // A turn's instance changed: check turn by turn.
+                Err(StoreError::Conflict(_)) => None,
+                Err(e) => return Err(e),
             }
-            None => (Vec::new(), None),
+        } else {
+            None
         };
-        let (outcomes, wake) = match wake {
-            Some(wake) => (outcomes, wake),
+        let (outcomes, wake) = match fast {
+            Some(wake) => (vec![TurnOutcome::Committed; batch.turns.len()], wake),
             None => {
                 let mut tx = self.begin().await?;
                 let written = write::commit_batch(&mut tx, owner, lease_until, now, &batch).await?;

@@ -243,16 +243,15 @@ impl<'a> Sql<'a> {
             .push_bind(owner);
     }
 
-    /// Writes one turn. With `rows`, its version check passed already
-    /// (and `rows` learns the new versions); without, the transaction checks
-    /// it and fails with a conflict if it does not pass.
+    /// Writes one turn whose version check passed; `rows` learns the new
+    /// versions.
     pub(super) fn turn(
         &mut self,
         owner: &'a str,
         lease_until: i64,
         now: i64,
         turn: &'a TurnCommit,
-        mut rows: Option<&mut HashMap<String, InstanceRow>>,
+        rows: &mut HashMap<String, InstanceRow>,
     ) -> StoreResult<()> {
         let id = turn.instance_id.as_str();
         let Some(u) = &turn.update else {
@@ -295,24 +294,9 @@ impl<'a> Sql<'a> {
             .push_bind(lock_expires)
             .push(" WHERE instance_id = ")
             .push_bind(id);
-        match rows.as_deref_mut() {
-            Some(rows) => {
-                if let Some(row) = rows.get_mut(id) {
-                    row.status = u.status;
-                    row.version += 1;
-                }
-            }
-            None => {
-                query
-                    .push(" AND version = ")
-                    .push_bind(i64_of(turn.version))
-                    .push(" AND (lock_owner = ")
-                    .push_bind(owner)
-                    .push(" OR lock_expires <= ")
-                    .push_bind(now)
-                    .push(")");
-                self.require_change();
-            }
+        if let Some(row) = rows.get_mut(id) {
+            row.status = u.status;
+            row.version += 1;
         }
         if turn.new_execution {
             self.statement("DELETE FROM history WHERE instance_id = ")
@@ -368,11 +352,6 @@ impl<'a> Sql<'a> {
         }
         self.insert_messages(&turn.messages)?;
         for child in &turn.sub_orchestrations {
-            let Some(rows) = rows.as_deref_mut() else {
-                return Err(crate::StoreError::Config(
-                    "a turn that creates instances needs the rows read first".into(),
-                ));
-            };
             if let CreateOutcome::AlreadyExists(status) = self.create_instance(child, rows)? {
                 if let Some(parent) = &child.parent {
                     let failure = FailureDetails::new(
@@ -419,7 +398,7 @@ pub(super) struct Wake {
 
 impl Wake {
     /// What a committed `turn` makes ready.
-    fn turn(&mut self, turn: &TurnCommit, now: i64) {
+    pub(super) fn turn(&mut self, turn: &TurnCommit, now: i64) {
         self.orchestrations |=
             turn.messages.iter().any(|m| ms(m.visible_at) <= now) || !turn.sub_orchestrations.is_empty();
         self.activities |= !turn.claim_activities && !turn.activities.is_empty();
@@ -452,36 +431,13 @@ pub(super) async fn commit_batch(
             outcomes.push(TurnOutcome::Conflict);
             continue;
         }
-        sql.turn(owner, lease_until, now, turn, Some(&mut rows))?;
+        sql.turn(owner, lease_until, now, turn, &mut rows)?;
         wake.turn(turn, now);
         outcomes.push(TurnOutcome::Committed);
     }
     sql.rest(owner, now, batch, &mut wake)?;
     sql.execute(tx).await?;
     Ok((outcomes, wake))
-}
-
-/// The whole of `batch` as one [`Sql::transaction`] that checks every
-/// turn's version itself and fails with a conflict if one does not pass;
-/// `None` if the batch creates instances (sub-orchestrations), which needs
-/// the rows read first.
-pub(super) fn fast_batch<'a>(
-    owner: &'a str,
-    lease_until: i64,
-    now: i64,
-    batch: &'a CommitBatch,
-) -> StoreResult<Option<(Sql<'a>, Wake)>> {
-    if batch.turns.iter().any(|t| !t.sub_orchestrations.is_empty()) {
-        return Ok(None);
-    }
-    let mut sql = Sql::transaction();
-    let mut wake = Wake::default();
-    for turn in &batch.turns {
-        sql.turn(owner, lease_until, now, turn, None)?;
-        wake.turn(turn, now);
-    }
-    sql.rest(owner, now, batch, &mut wake)?;
-    Ok(Some((sql, wake)))
 }
 
 impl<'a> Sql<'a> {
