@@ -52,20 +52,20 @@ fn log_path(db: &str) -> String {
 /// executor invocation.
 fn logging_hooks(log: String) -> Hooks {
     Hooks::new().on_invocation(move |i| {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("the invocation log opens");
-        writeln!(
-            file,
-            "{} {} {} {}",
+        // One write per line: appends of one write do not interleave.
+        let line = format!(
+            "{} {} {} {}\n",
             std::process::id(),
             i.instance_id,
             i.executor_id,
             i.step
-        )
-        .expect("the invocation log is written");
+        );
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut file| file.write_all(line.as_bytes()))
+            .expect("the invocation log is written");
     })
 }
 
