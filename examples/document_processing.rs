@@ -14,7 +14,7 @@
 
 use std::process::ExitCode;
 
-use durable_workspace::cli::{exit_usage, Args, Command};
+use durable_workspace::cli::{exit_usage, print, Args, Command};
 use durable_workspace::document_processing::{run, RunOptions, USAGE};
 
 #[tokio::main]
@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
     let options = match RunOptions::parse(Args::from_env()) {
         Ok(Command::Run(options)) => options,
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            print(USAGE);
             return ExitCode::SUCCESS;
         }
         Err(error) => exit_usage("document_processing", &error),

@@ -12,14 +12,14 @@
 use std::process::ExitCode;
 
 use durable_workspace::approval::{answer, run, ApprovalCommand, USAGE};
-use durable_workspace::cli::{exit_usage, Args, Command};
+use durable_workspace::cli::{exit_usage, print, Args, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let command = match ApprovalCommand::parse(Args::from_env()) {
         Ok(Command::Run(command)) => command,
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            print(USAGE);
             return ExitCode::SUCCESS;
         }
         Err(error) => exit_usage("human_approval", &error),
@@ -32,11 +32,11 @@ async fn main() -> ExitCode {
                 .map(|report| report.outcome.is_some())
         }
         ApprovalCommand::Answer(options) => answer(&options).await.map(|request_id| {
-            println!(
+            print(&format!(
                 "answered request {request_id} of instance {}: {}",
                 options.instance_id,
                 if options.approve { "approved" } else { "rejected" }
-            );
+            ));
             true
         }),
     };

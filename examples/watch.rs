@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use durable_workspace::cli::{exit_usage, Args, Command};
+use durable_workspace::cli::{exit_usage, print, Args, Command};
 use durable_workspace::watch::{run, WatchOptions, USAGE};
 
 #[tokio::main]
@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     let options = match WatchOptions::parse(Args::from_env()) {
         Ok(Command::Run(options)) => options,
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            print(USAGE);
             return ExitCode::SUCCESS;
         }
         Err(error) => exit_usage("watch", &error),

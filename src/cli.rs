@@ -164,6 +164,13 @@ impl Args {
     }
 }
 
+/// Prints `text` and a newline to standard output; a closed pipe (as in
+/// `--help | head -3`) is not an error worth a panic.
+pub fn print(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 /// Prints `error: <message>` and a hint to standard error, and exits with
 /// status 2 (the usual status for a usage error).
 pub fn exit_usage(program: &str, error: &CliError) -> ! {
