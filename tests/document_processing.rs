@@ -309,7 +309,9 @@ async fn a_store_that_cannot_be_opened_is_an_error_not_a_panic() {
 
     // A PostgreSQL server that is not there.
     let unreachable = options("postgres://postgres@127.0.0.1:1/runs", &[]);
-    let error = document_processing::run(&unreachable, Vec::new()).await.unwrap_err();
+    let error = document_processing::run(&unreachable, Vec::new())
+        .await
+        .unwrap_err();
     assert!(matches!(error, RunError::Open { .. }), "{error:?}");
 
     let dir = tempfile::tempdir().unwrap();

@@ -138,6 +138,21 @@ pub struct SqliteStore {
 
 impl_columns!(SqliteRow);
 
+/// Whether opening failed in a way another process opening the same file
+/// at the same moment explains: the file was busy or locked, or the
+/// migrations ran into each other.
+fn is_transient(error: &StoreError) -> bool {
+    match error {
+        StoreError::Migration(_) => true,
+        StoreError::Database(e) => e
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.code())
+            .is_some_and(|code| matches!(code.as_ref(), "5" | "6" | "261" | "517")),
+        _ => false,
+    }
+}
+
 impl SqliteStore {
     /// Opens (and creates, if missing) a database file, with default options.
     ///
@@ -184,6 +199,32 @@ impl SqliteStore {
     ///
     /// Fails if the file cannot be opened or the migrations fail.
     pub async fn with_options(options: SqliteStoreOptions) -> StoreResult<Self> {
+        // Several processes may open a new file at once: one of them then
+        // finds the file locked while it switches it to WAL, or the tables
+        // half-made by another's migrations. Opening again, a moment
+        // later, finds the work done.
+        let mut attempt = 0;
+        let (writer, reader) = loop {
+            match Self::open_pools(&options).await {
+                Ok(pools) => break pools,
+                Err(e) if attempt < 8 && matches!(options.target, Target::File(_)) && is_transient(&e) => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "opening the database again");
+                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(4))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(Self {
+            writer,
+            reader,
+            changes: ChangeFeed::new(),
+            poll_interval: options.poll_interval,
+        })
+    }
+
+    /// The writer and reader pools, with the migrations run.
+    async fn open_pools(options: &SqliteStoreOptions) -> StoreResult<(SqlitePool, SqlitePool)> {
         let synchronous = match options.synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
             Synchronous::Normal => SqliteSynchronous::Normal,
@@ -212,7 +253,10 @@ impl SqliteStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(synchronous)
                     .busy_timeout(Duration::from_secs(30))
-                    .pragma("cache_size", "-16000");
+                    .pragma("cache_size", "-16000")
+                    // Reads through the page cache of the operating system
+                    // without a system call per page.
+                    .pragma("mmap_size", "268435456");
                 let writer = SqlitePoolOptions::new()
                     .test_before_acquire(false)
                     .max_connections(1)
@@ -234,12 +278,7 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| StoreError::Migration(Box::new(e)))?;
-        Ok(Self {
-            writer,
-            reader,
-            changes: ChangeFeed::new(),
-            poll_interval: options.poll_interval,
-        })
+        Ok((writer, reader))
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
