@@ -9,6 +9,9 @@ use durable_core::{InstanceQuery, Limits};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
+use agent_workflows::WorkflowClient;
+use durable_workspace::document_processing::{DocumentJob, DocumentProcessing};
+
 use crate::support::{fresh_store, mean_ms, percentile_ms, round, rss_bytes, BoxError};
 use crate::timing::TimingStore;
 use crate::Config;
@@ -348,63 +351,28 @@ async fn idle_instances(config: &Config) -> Result<Figures, BoxError> {
     Ok(f)
 }
 
-const PIPELINE: [&str; 6] = [
-    "entry-unpack",
-    "validate-inputs",
-    "load-configuration",
-    "extract-layout",
-    "analyse-document",
-    "validate-outputs",
-];
-
-async fn pipeline_orchestration(
-    ctx: OrchestrationContext,
-    document: String,
-) -> Result<Value, OrchestrationError> {
-    let mut input = json!({ "document": document });
-    for executor in PIPELINE {
-        ctx.emit_event("executor_invoked", &json!({ "executor_id": executor }))?;
-        let output: Value = ctx.call_activity(executor, &input).await?;
-        ctx.emit_event(
-            "executor_completed",
-            &json!({ "executor_id": executor, "output": output }),
-        )?;
-        input = output;
-    }
-    Ok(input)
-}
-
-fn stage_output(stage: &str, input: &Value) -> Value {
-    json!({
-        "stage": stage,
-        "document": input.get("document").cloned().unwrap_or(Value::Null),
-        "confidence": 0.97,
-        "fields": { "pages": 12, "language": "en", "tables": 3 },
-        "text": "lorem ipsum dolor sit amet ".repeat(72),
-    })
-}
-
 /// 200 runs of the document-processing pipeline, one after another (each
 /// watched live until it ends) or all at once.
 async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError> {
     const RUNS: usize = 200;
     let (store, _dir) = fresh_store(config).await?;
-    let mut registry = Registry::new().orchestration("document_processing", pipeline_orchestration);
-    for stage in PIPELINE {
-        registry = registry.activity(stage, move |_ctx: ActivityContext, input: Value| async move {
-            Ok::<Value, Infallible>(stage_output(stage, &input))
-        });
-    }
+    let registry = durable_workspace::register(Registry::new());
     let worker = Worker::start(store.clone(), registry)?;
     let client = Client::new(store);
-    let expected_events = 2 * PIPELINE.len() as u64;
+    let workflows = WorkflowClient::new(client.clone());
+    // A run of six executors streams 27 events: the workflow's start and
+    // end, and per superstep its start and end and the executor's
+    // invocation and completion, and the final output.
+    let expected_events = 27;
     let started = Instant::now();
     let mut per_run = Vec::with_capacity(RUNS);
     let mut bytes = 0usize;
     if concurrent {
         let mut watchers = Vec::with_capacity(RUNS);
         for run in 0..RUNS {
-            let id = client.start("document_processing", &format!("doc-{run}")).await?;
+            let id = workflows
+                .start(DocumentProcessing, &DocumentJob::new(format!("doc-{run}")))
+                .await?;
             let client = client.clone();
             watchers.push(tokio::spawn(async move {
                 watch_all(&client, &id, expected_events).await
@@ -416,7 +384,9 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
     } else {
         for run in 0..RUNS {
             let run_started = Instant::now();
-            let id = client.start("document_processing", &format!("doc-{run}")).await?;
+            let id = workflows
+                .start(DocumentProcessing, &DocumentJob::new(format!("doc-{run}")))
+                .await?;
             let mut events = std::pin::pin!(client.watch_events(&id, 0));
             let mut count = 0;
             while let Some(event) = events.next().await {
@@ -434,7 +404,7 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
     let mut f = Figures::new();
     f.insert(
         "workload".into(),
-        json!("durable-core orchestration, 6 activities, 2 KB outputs"),
+        json!("document-processing workflow, 6 executors, 2 KiB outputs"),
     );
     f.insert("runs".into(), json!(RUNS));
     f.insert("runs_per_s".into(), round(RUNS as f64 / seconds, 1));
