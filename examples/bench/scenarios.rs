@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use agent_workflows::WorkflowClient;
 use durable_workspace::document_processing::{DocumentJob, DocumentProcessing};
 
-use crate::support::{fresh_store, mean_ms, percentile_ms, round, rss_bytes, BoxError};
+use crate::support::{mean_ms, percentile_ms, round, rss_bytes, BoxError, Db, WorkerProcesses};
 use crate::timing::TimingStore;
 use crate::Config;
 
@@ -74,7 +74,8 @@ async fn sequence(ctx: OrchestrationContext, steps: u32) -> Result<u32, Orchestr
 /// the start against the end of a long history.
 async fn activities(config: &Config) -> Result<Figures, BoxError> {
     const STEPS: u32 = 1_000;
-    let (store, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
     let clock = Clock::default();
     let registry = ticking_activity(
         Registry::new().orchestration("sequence", sequence),
@@ -100,6 +101,7 @@ async fn activities(config: &Config) -> Result<Figures, BoxError> {
     f.insert("last_100_ms".into(), round(last, 4));
     f.insert("ratio".into(), round(last / first, 3));
     f.insert("seconds".into(), round(seconds, 3));
+    db.cleanup().await?;
     Ok(f)
 }
 
@@ -138,7 +140,8 @@ async fn watch_all(client: &Client, id: &InstanceId, count: u64) -> Result<Vec<I
 async fn stream_append(config: &Config) -> Result<Figures, BoxError> {
     const COUNT: u32 = 10_000;
     const SIZE: usize = 200;
-    let (store, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
     let worker = Worker::start(store.clone(), Registry::new().orchestration("burst", burst))?;
     let client = Client::new(store);
     let id = InstanceId::new("burst")?;
@@ -159,6 +162,7 @@ async fn stream_append(config: &Config) -> Result<Figures, BoxError> {
     f.insert("event_bytes".into(), json!(SIZE));
     f.insert("events_per_s".into(), round(f64::from(COUNT) / seconds, 0));
     f.insert("seconds".into(), round(seconds, 4));
+    db.cleanup().await?;
     Ok(f)
 }
 
@@ -174,7 +178,8 @@ async fn ticker(ctx: OrchestrationContext, count: u32) -> Result<u32, Orchestrat
 /// time from the commit of an emit to its arrival at a live watcher.
 async fn stream_live(config: &Config) -> Result<Figures, BoxError> {
     const COUNT: u32 = 1_000;
-    let (inner, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let inner = db.store.clone();
     let timing = Arc::new(TimingStore::new(inner));
     let store: Arc<dyn Store> = timing.clone();
     let registry = Registry::new()
@@ -212,6 +217,7 @@ async fn stream_live(config: &Config) -> Result<Figures, BoxError> {
     f.insert("events".into(), json!(COUNT));
     f.insert("p50_ms".into(), round(percentile_ms(&mut latencies, 50.0), 4));
     f.insert("p99_ms".into(), round(percentile_ms(&mut latencies, 99.0), 4));
+    db.cleanup().await?;
     Ok(f)
 }
 
@@ -251,7 +257,8 @@ async fn timed_steps(
     steps: u32,
     limits: Limits,
 ) -> Result<(Vec<Duration>, u32), BoxError> {
-    let (store, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
     let clock = Clock::default();
     let registry = Registry::new()
         .orchestration("status_workaround", status_workaround)
@@ -265,6 +272,7 @@ async fn timed_steps(
     if done.status != RuntimeStatus::Completed {
         return Err(format!("{orchestration} ended {:?}: {:?}", done.status, done.failure).into());
     }
+    db.cleanup().await?;
     Ok((clock.steps(), done.output_as()?))
 }
 
@@ -305,7 +313,8 @@ async fn idle(ctx: OrchestrationContext, _: ()) -> Result<u32, OrchestrationErro
 /// instance, then the time to wake and finish them all.
 async fn idle_instances(config: &Config) -> Result<Figures, BoxError> {
     const COUNT: usize = 10_000;
-    let (store, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
     let worker = Worker::start(store.clone(), Registry::new().orchestration("idle", idle))?;
     let client = Client::new(store);
     // Reset the peak so that earlier scenarios do not count.
@@ -348,6 +357,7 @@ async fn idle_instances(config: &Config) -> Result<Figures, BoxError> {
         json!(peak.saturating_sub(baseline) / COUNT as u64),
     );
     f.insert("seconds".into(), round(seconds, 3));
+    db.cleanup().await?;
     Ok(f)
 }
 
@@ -355,9 +365,15 @@ async fn idle_instances(config: &Config) -> Result<Figures, BoxError> {
 /// watched live until it ends) or all at once.
 async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError> {
     const RUNS: usize = 200;
-    let (store, _dir) = fresh_store(config).await?;
-    let registry = durable_workspace::register(Registry::new());
-    let worker = Worker::start(store.clone(), registry)?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
+    // One worker in this process, or several worker processes.
+    let (worker, _processes) = if config.workers > 1 {
+        (None, Some(WorkerProcesses::spawn(config.workers, &db.target)?))
+    } else {
+        let registry = durable_workspace::register(Registry::new());
+        (Some(Worker::start(store.clone(), registry)?), None)
+    };
     let client = Client::new(store);
     let workflows = WorkflowClient::new(client.clone());
     // A run of six executors streams 27 events: the workflow's start and
@@ -400,7 +416,9 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    worker.shutdown().await?;
+    if let Some(worker) = worker {
+        worker.shutdown().await?;
+    }
     let mut f = Figures::new();
     f.insert(
         "workload".into(),
@@ -415,5 +433,6 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
         f.insert("stream_bytes".into(), json!(bytes));
     }
     f.insert("seconds".into(), round(seconds, 3));
+    db.cleanup().await?;
     Ok(f)
 }
