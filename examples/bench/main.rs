@@ -14,6 +14,7 @@
 //! figures and how they were produced.
 
 mod scenarios;
+mod soak;
 mod support;
 mod timing;
 mod worker;
@@ -33,8 +34,11 @@ pub(crate) struct Config {
     /// process).
     workers: usize,
     repeat: usize,
+    /// How long the soak scenario runs.
+    seconds: u64,
 }
 
+/// The scenarios run when none is named (`soak` runs only when named).
 const ALL: [&str; 7] = [
     "pipeline",
     "pipeline_concurrent",
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Config, String> {
         scenarios: Vec::new(),
         workers: 1,
         repeat: 1,
+        seconds: 60,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -72,14 +77,15 @@ fn parse_args() -> Result<Config, String> {
             "--postgres-url" => config.postgres_url = value("--postgres-url")?,
             "--workers" => config.workers = count(&value("--workers")?, "--workers", 16)?,
             "--repeat" => config.repeat = count(&value("--repeat")?, "--repeat", 100)?,
+            "--seconds" => config.seconds = count(&value("--seconds")?, "--seconds", 86_400)? as u64,
             "--synchronous" => {
                 config.synchronous = value("--synchronous")?.parse().map_err(|e| format!("{e}"))?;
             }
             "--scenario" => {
                 let name = value("--scenario")?;
-                if !ALL.contains(&name.as_str()) {
+                if !ALL.contains(&name.as_str()) && name != "soak" {
                     return Err(format!(
-                        "unknown scenario {name:?} (expected one of {})",
+                        "unknown scenario {name:?} (expected one of {}, soak)",
                         ALL.join(", ")
                     ));
                 }
@@ -88,10 +94,11 @@ fn parse_args() -> Result<Config, String> {
             "-h" | "--help" => {
                 return Err(format!(
                     "usage: bench [--backend sqlite|postgres] [--postgres-url URL] [--synchronous full|normal]\n\
-                     \x20            [--workers N] [--repeat N] [--scenario NAME]...\n\
+                     \x20            [--workers N] [--repeat N] [--seconds N] [--scenario NAME]...\n\
                      --workers N runs the pipeline scenarios on N worker processes (default 1: in this process);\n\
-                     --repeat N runs each scenario N times and adds a line of the medians.\n\
-                     scenarios: {}",
+                     --repeat N runs each scenario N times and adds a line of the medians;\n\
+                     --seconds N is how long soak runs (default 60).\n\
+                     scenarios: {} (all by default), and soak",
                     ALL.join(", ")
                 ))
             }

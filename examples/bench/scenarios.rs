@@ -28,6 +28,7 @@ pub(crate) async fn run(name: &str, config: &Config) -> Result<Figures, BoxError
         "stream_live" => stream_live(config).await,
         "status_vs_stream" => status_vs_stream(config).await,
         "idle_instances" => idle_instances(config).await,
+        "soak" => crate::soak::run(config).await,
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
