@@ -108,7 +108,7 @@ async fn approval_run(workflows: WorkflowClient, n: u64, tally: Arc<Tally>) {
             Err(e) => return tally.error("pending requests", &e),
         }
     };
-    let decision = if n % 2 == 0 {
+    let decision = if n.is_multiple_of(2) {
         Decision::approve("soak")
     } else {
         Decision::reject("soak")
@@ -140,7 +140,7 @@ pub(crate) async fn run(config: &Config) -> Result<Map<String, Value>, BoxError>
     while Instant::now() < end {
         ticker.tick().await;
         n += 1;
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             tasks.spawn(approval_run(workflows.clone(), n, tally.clone()));
         } else {
             tasks.spawn(document_run(workflows.clone(), n, tally.clone()));
