@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -130,6 +131,9 @@ impl SqliteStoreOptions {
 #[derive(Debug)]
 pub struct SqliteStore {
     writer: SqlitePool,
+    /// Whether the writer connection may be new and is to be checked
+    /// before the next write (see `begin`).
+    check_writer: AtomicBool,
     reader: SqlitePool,
     changes: ChangeFeed,
     poll_interval: Option<Duration>,
@@ -215,6 +219,10 @@ impl SqliteStore {
                 let writer = SqlitePoolOptions::new()
                     .test_before_acquire(false)
                     .max_connections(1)
+                    // The writer connection is replaced only by `begin`,
+                    // which checks that its successor can write.
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .connect_with(connect.clone())
                     .await
                     .map_err(db)?;
@@ -234,6 +242,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Migration(Box::new(e)))?;
         Ok(Self {
+            check_writer: AtomicBool::new(matches!(options.target, Target::File(_))),
             writer,
             reader,
             changes: ChangeFeed::new(),
@@ -242,7 +251,33 @@ impl SqliteStore {
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+        if self.check_writer.load(Ordering::Acquire) {
+            // SQLite opens a file it cannot write read-only, and such a
+            // connection fails every write for as long as it lives, even
+            // once the file is writable again: refuse it, so that the next
+            // write opens a new one.
+            let mut conn = self.writer.acquire().await.map_err(db)?;
+            if let Err(e) = check_writable(&mut conn).await {
+                conn.close_on_drop();
+                return Err(db(e));
+            }
+            self.check_writer.store(false, Ordering::Release);
+        }
+        match self.writer.begin_with("BEGIN IMMEDIATE").await {
+            // After a COMMIT that failed (an I/O error, a full disk) SQLite
+            // has rolled the transaction back, but sqlx still counts it as
+            // open and refuses every later BEGIN on the connection. Replace
+            // the connection; the next write checks the new one.
+            Err(e @ sqlx::Error::InvalidSavePointStatement) => {
+                tracing::warn!("replacing the SQLite writer connection after a failed commit");
+                if let Ok(mut conn) = self.writer.acquire().await {
+                    conn.close_on_drop();
+                }
+                self.check_writer.store(true, Ordering::Release);
+                Err(db(e))
+            }
+            result => result.map_err(db),
+        }
     }
 
     /// Closes the connections.
@@ -250,6 +285,19 @@ impl SqliteStore {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// Fails with `SQLITE_READONLY` if SQLite opened the file read-only.
+async fn check_writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let (version,): (i64,) = sqlx::query_as("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(&format!("PRAGMA user_version = {version}"))
+        .execute(&mut *tx)
+        .await?;
+    tx.rollback().await
 }
 
 impl SqliteStore {
