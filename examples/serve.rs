@@ -120,9 +120,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let options = ServeOptions::new()
         .token_opt(args.token.clone())
         .known_orchestrations(names.clone());
-    // Routes of other layers are added here with `.routes(...)` and
-    // `.document(...)`.
-    let api = HttpApi::new(client, options);
+    // The workflow layer's routes: live status, pending requests, answers.
+    let api = agent_workflows::http::add_routes(
+        HttpApi::new(client.clone(), options),
+        agent_workflows::WorkflowClient::new(client),
+    );
 
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await

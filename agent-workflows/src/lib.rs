@@ -88,6 +88,8 @@ mod events;
 mod executor;
 mod graph;
 mod hosting;
+#[cfg(feature = "http")]
+pub mod http;
 mod message;
 mod superstep;
 

@@ -23,7 +23,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::Connection;
 use sqlx::{Postgres, Row};
 
 use super::codec::{
@@ -147,24 +148,22 @@ impl PostgresStore {
             .url
             .parse()
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        // One connection first: a wrong URL or a server that is not there
+        // fails here at once (a pool would retry until its timeout).
+        let mut first = PgConnection::connect_with(&connect).await.map_err(db)?;
         let channel = match &options.schema {
             Some(schema) => {
                 valid_schema(schema)?;
-                let admin = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(connect.clone())
-                    .await
-                    .map_err(db)?;
                 sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                    .execute(&admin)
+                    .execute(&mut first)
                     .await
                     .map_err(db)?;
-                admin.close().await;
                 connect = connect.options([("search_path", schema.as_str())]);
                 format!("durable_{schema}")
             }
             None => "durable_changes".to_owned(),
         };
+        let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .test_before_acquire(false)

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -26,6 +27,7 @@ use super::{
 };
 use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 
+mod fast;
 mod write;
 
 use super::codec::{
@@ -131,8 +133,8 @@ impl SqliteStoreOptions {
 #[derive(Debug)]
 pub struct SqliteStore {
     writer: SqlitePool,
-    /// Whether the writer connection may be new and is to be checked
-    /// before the next write (see `begin`).
+    /// Whether the writer connection may be new or unable to write, and
+    /// is to be checked before the next write (see `check_writer`).
     check_writer: AtomicBool,
     reader: SqlitePool,
     changes: ChangeFeed,
@@ -140,6 +142,21 @@ pub struct SqliteStore {
 }
 
 impl_columns!(SqliteRow);
+
+/// Whether opening failed in a way another process opening the same file
+/// at the same moment explains: the file was busy or locked, or the
+/// migrations ran into each other.
+fn is_transient(error: &StoreError) -> bool {
+    match error {
+        StoreError::Migration(_) => true,
+        StoreError::Database(e) => e
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.code())
+            .is_some_and(|code| matches!(code.as_ref(), "5" | "6" | "261" | "517")),
+        _ => false,
+    }
+}
 
 impl SqliteStore {
     /// Opens (and creates, if missing) a database file, with default options.
@@ -187,6 +204,33 @@ impl SqliteStore {
     ///
     /// Fails if the file cannot be opened or the migrations fail.
     pub async fn with_options(options: SqliteStoreOptions) -> StoreResult<Self> {
+        // Several processes may open a new file at once: one of them then
+        // finds the file locked while it switches it to WAL, or the tables
+        // half-made by another's migrations. Opening again, a moment
+        // later, finds the work done.
+        let mut attempt = 0;
+        let (writer, reader) = loop {
+            match Self::open_pools(&options).await {
+                Ok(pools) => break pools,
+                Err(e) if attempt < 8 && matches!(options.target, Target::File(_)) && is_transient(&e) => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "opening the database again");
+                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(4))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(Self {
+            check_writer: AtomicBool::new(matches!(options.target, Target::File(_))),
+            writer,
+            reader,
+            changes: ChangeFeed::new(),
+            poll_interval: options.poll_interval,
+        })
+    }
+
+    /// The writer and reader pools, with the migrations run.
+    async fn open_pools(options: &SqliteStoreOptions) -> StoreResult<(SqlitePool, SqlitePool)> {
         let synchronous = match options.synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
             Synchronous::Normal => SqliteSynchronous::Normal,
@@ -215,11 +259,14 @@ impl SqliteStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(synchronous)
                     .busy_timeout(Duration::from_secs(30))
-                    .pragma("cache_size", "-16000");
+                    .pragma("cache_size", "-16000")
+                    // Reads through the page cache of the operating system
+                    // without a system call per page.
+                    .pragma("mmap_size", "268435456");
                 let writer = SqlitePoolOptions::new()
                     .test_before_acquire(false)
                     .max_connections(1)
-                    // The writer connection is replaced only by `begin`,
+                    // The writer connection is replaced only by the store,
                     // which checks that its successor can write.
                     .idle_timeout(None)
                     .max_lifetime(None)
@@ -241,27 +288,29 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| StoreError::Migration(Box::new(e)))?;
-        Ok(Self {
-            check_writer: AtomicBool::new(matches!(options.target, Target::File(_))),
-            writer,
-            reader,
-            changes: ChangeFeed::new(),
-            poll_interval: options.poll_interval,
-        })
+        Ok((writer, reader))
     }
 
-    async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+    /// The writer connection, checked first if it may be new or unable to
+    /// write (see `check_writer`): SQLite opens a file it cannot write
+    /// read-only, and such a connection would fail every write for as long
+    /// as it lives, even once the file is writable again. It is refused,
+    /// so that the next write opens a new one.
+    async fn writer_conn(&self) -> StoreResult<PoolConnection<Sqlite>> {
+        let mut conn = self.writer.acquire().await.map_err(db)?;
         if self.check_writer.load(Ordering::Acquire) {
-            // SQLite opens a file it cannot write read-only, and such a
-            // connection fails every write for as long as it lives, even
-            // once the file is writable again: refuse it, so that the next
-            // write opens a new one.
-            let mut conn = self.writer.acquire().await.map_err(db)?;
             if let Err(e) = check_writable(&mut conn).await {
                 conn.close_on_drop();
                 return Err(db(e));
             }
             self.check_writer.store(false, Ordering::Release);
+        }
+        Ok(conn)
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        if self.check_writer.load(Ordering::Acquire) {
+            drop(self.writer_conn().await?);
         }
         match self.writer.begin_with("BEGIN IMMEDIATE").await {
             // After a COMMIT that failed (an I/O error, a full disk) SQLite
@@ -308,9 +357,27 @@ impl SqliteStore {
         batch: CommitBatch,
     ) -> StoreResult<Vec<TurnOutcome>> {
         let now = now_ms();
-        let mut tx = self.begin().await?;
-        let (outcomes, wake) = write::commit_batch(&mut tx, owner, lease_end(lease), now, &batch).await?;
-        tx.commit().await.map_err(db)?;
+        let lease_until = lease_end(lease);
+        let fast = if fast::applies_to(&batch) {
+            let mut conn = self.writer.acquire().await.map_err(db)?;
+            match fast::commit(&mut conn, owner, lease_until, now, &batch).await {
+                Ok(wake) => Some(wake),
+                // A turn's instance changed: check turn by turn.
+                Err(StoreError::Conflict(_)) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let (outcomes, wake) = match fast {
+            Some(wake) => (vec![TurnOutcome::Committed; batch.turns.len()], wake),
+            None => {
+                let mut tx = self.begin().await?;
+                let written = write::commit_batch(&mut tx, owner, lease_until, now, &batch).await?;
+                tx.commit().await.map_err(db)?;
+                written
+            }
+        };
         if wake.orchestrations {
             self.changes.notify_orchestration_work();
         }
@@ -489,6 +556,20 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
         async move {
+            // Most ids are new: one round trip. A taken id (maybe of a
+            // terminal instance to replace) is looked at row by row.
+            let mut sql = write::Sql::transaction();
+            sql.create_new_instance(&instance)?;
+            let mut conn = self.writer.acquire().await.map_err(db)?;
+            match sql.commit(&mut conn).await {
+                Ok(()) => {
+                    self.changes.notify_orchestration_work();
+                    self.changes.notify_instance(&instance.instance_id);
+                    return Ok(CreateOutcome::Created);
+                }
+                Err(StoreError::Conflict(_)) => drop(conn),
+                Err(e) => return Err(e),
+            }
             let mut tx = self.begin().await?;
             let mut rows = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
             let mut sql = write::Sql::new();

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::store::codec::{
     db, event_kind, from_ms, i64_of, json_list, may_commit, ms, status_of, to_json, u64_of, InstanceRow,
@@ -83,6 +83,41 @@ impl<'a> Sql<'a> {
         Ok(())
     }
 
+    /// A transaction that travels in one round trip: it begins with
+    /// `BEGIN IMMEDIATE`, and [`Sql::commit`] appends `COMMIT`.
+    pub(super) fn transaction() -> Self {
+        let mut sql = Self::new();
+        sql.statement("BEGIN IMMEDIATE");
+        sql
+    }
+
+    /// Fails the transaction with a uniqueness violation (which the store
+    /// reads as [`StoreError::Conflict`](crate::StoreError::Conflict)) if
+    /// the statement before changed no row.
+    fn require_change(&mut self) {
+        self.statement("INSERT INTO turn_guard (id) SELECT 1 WHERE changes() = 0");
+    }
+
+    /// Runs a [`Sql::transaction`] and commits it; rolls it back on error.
+    pub(super) async fn commit(mut self, conn: &mut SqliteConnection) -> StoreResult<()> {
+        self.statement("COMMIT");
+        let result = self.query.build().execute(&mut *conn).await.map_err(db);
+        if result.is_err() {
+            // Ends the transaction if it began (an error when it did not).
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        result.map(drop)
+    }
+
+    /// Creates a new instance (with its start message) unless its id is
+    /// taken, which fails the transaction with a conflict.
+    pub(super) fn create_new_instance(&mut self, instance: &'a NewInstance) -> StoreResult<()> {
+        self.insert_instance(instance)?;
+        self.query.push(" ON CONFLICT (instance_id) DO NOTHING");
+        self.require_change();
+        self.insert_start_message(instance)
+    }
+
     pub(super) fn delete_instance_rows(&mut self, instance_id: &'a str) {
         for table in ["history", "messages", "activities", "stream_events", "instances"] {
             self.statement(&format!("DELETE FROM {table} WHERE instance_id = "))
@@ -105,6 +140,13 @@ impl<'a> Sql<'a> {
             }
             self.delete_instance_rows(id);
         }
+        self.insert_instance(instance)?;
+        self.insert_start_message(instance)?;
+        rows.insert(id.to_owned(), InstanceRow::created());
+        Ok(CreateOutcome::Created)
+    }
+
+    fn insert_instance(&mut self, instance: &'a NewInstance) -> StoreResult<()> {
         let created = ms(instance.created_at);
         let query = self.statement(
             "INSERT INTO instances (instance_id, name, execution_id, status, input, parent, created_at, \
@@ -112,7 +154,7 @@ impl<'a> Sql<'a> {
         );
         query
             .separated(", ")
-            .push_bind(id)
+            .push_bind(instance.instance_id.as_str())
             .push_bind(instance.name.as_str())
             .push_bind(instance.execution_id.as_str())
             .push_bind("Pending")
@@ -121,14 +163,16 @@ impl<'a> Sql<'a> {
             .push_bind(created)
             .push_bind(created);
         query.push(")");
+        Ok(())
+    }
+
+    fn insert_start_message(&mut self, instance: &NewInstance) -> StoreResult<()> {
         self.insert_messages(&[NewMessage {
             instance_id: instance.instance_id.clone(),
             execution_id: Some(instance.execution_id.clone()),
             event: instance.start_event(),
             visible_at: instance.start_at,
-        }])?;
-        rows.insert(id.to_owned(), InstanceRow::created());
-        Ok(CreateOutcome::Created)
+        }])
     }
 
     pub(super) fn insert_messages(&mut self, messages: &[NewMessage]) -> StoreResult<()> {
@@ -199,7 +243,8 @@ impl<'a> Sql<'a> {
             .push_bind(owner);
     }
 
-    /// Writes one turn whose version check passed.
+    /// Writes one turn whose version check passed; `rows` learns the new
+    /// versions.
     pub(super) fn turn(
         &mut self,
         owner: &'a str,
@@ -351,6 +396,15 @@ pub(super) struct Wake {
     pub(super) activities: bool,
 }
 
+impl Wake {
+    /// What a committed `turn` makes ready.
+    pub(super) fn turn(&mut self, turn: &TurnCommit, now: i64) {
+        self.orchestrations |=
+            turn.messages.iter().any(|m| ms(m.visible_at) <= now) || !turn.sub_orchestrations.is_empty();
+        self.activities |= !turn.claim_activities && !turn.activities.is_empty();
+    }
+}
+
 /// Writes `batch` in the open transaction; returns the turn outcomes.
 pub(super) async fn commit_batch(
     tx: &mut Transaction<'static, Sqlite>,
@@ -378,19 +432,25 @@ pub(super) async fn commit_batch(
             continue;
         }
         sql.turn(owner, lease_until, now, turn, &mut rows)?;
-        wake.orchestrations |=
-            turn.messages.iter().any(|m| ms(m.visible_at) <= now) || !turn.sub_orchestrations.is_empty();
-        wake.activities |= !turn.claim_activities && !turn.activities.is_empty();
+        wake.turn(turn, now);
         outcomes.push(TurnOutcome::Committed);
     }
-    for completion in &batch.completions {
-        sql.completion(completion, now)?;
-        wake.orchestrations = true;
-    }
-    for instance_id in &batch.release {
-        sql.release(instance_id.as_str(), owner);
-        wake.orchestrations = true;
-    }
+    sql.rest(owner, now, batch, &mut wake)?;
     sql.execute(tx).await?;
     Ok((outcomes, wake))
+}
+
+impl<'a> Sql<'a> {
+    /// The completions and releases of a batch.
+    fn rest(&mut self, owner: &'a str, now: i64, batch: &'a CommitBatch, wake: &mut Wake) -> StoreResult<()> {
+        for completion in &batch.completions {
+            self.completion(completion, now)?;
+            wake.orchestrations = true;
+        }
+        for instance_id in &batch.release {
+            self.release(instance_id.as_str(), owner);
+            wake.orchestrations = true;
+        }
+        Ok(())
+    }
 }

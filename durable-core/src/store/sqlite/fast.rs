@@ -1,0 +1,230 @@
+//! The one-round-trip commit of the SQLite store.
+//!
+//! A batch of turns travels as one constant multi-statement query, from
+//! `BEGIN IMMEDIATE` to `COMMIT`, whose rows come as JSON arrays (one
+//! parameter per table, read with `json_each`). Being constant, the query
+//! is prepared once per connection and reused whatever the batch holds.
+//!
+//! The instance rows are updated only where the version and the lease still
+//! match; if any turn's row did not match, a guard row turns the commit into
+//! a uniqueness violation, the transaction rolls back, and the store writes
+//! the batch turn by turn after reading the rows (see `write.rs`).
+
+use serde_json::{json, Value};
+use sqlx::SqliteConnection;
+
+use super::write::Wake;
+use crate::store::codec::{db, event_kind, i64_of, ms, to_json};
+use crate::store::{CommitBatch, StoreResult, TurnCommit};
+
+// Parameters are anonymous and bound in the order they appear: sqlx binds
+// numbered parameters of a multi-statement query wrongly when a statement
+// does not use every number below its highest.
+const COMMIT: &str = "\
+BEGIN IMMEDIATE;
+UPDATE instances AS i SET status = u.value->>2, execution_id = u.value->>3, \
+  input = COALESCE(u.value->>4, i.input), custom_status = u.value->>5, output = u.value->>6, \
+  failure = u.value->>7, updated_at = ?, completed_at = u.value->>8, history_len = u.value->>9, \
+  stream_seq = u.value->>10, execution_emits = u.value->>11, version = i.version + 1, \
+  lock_owner = u.value->>12, lock_expires = u.value->>13 \
+  FROM json_each(?) AS u \
+  WHERE i.instance_id = u.value->>0 AND i.version = u.value->>1 AND (i.lock_owner = ? OR i.lock_expires <= ?);
+INSERT INTO turn_guard (id) SELECT 1 WHERE changes() <> ?;
+DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?));
+INSERT INTO history (instance_id, idx, event) SELECT value->>0, value->>1, value->>2 FROM json_each(?);
+DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?));
+DELETE FROM messages WHERE instance_id IN (SELECT value FROM json_each(?));
+DELETE FROM activities WHERE instance_id IN (SELECT value FROM json_each(?));
+DELETE FROM activities WHERE rowid IN (SELECT a.rowid FROM json_each(?) AS k JOIN activities AS a \
+  ON a.instance_id = k.value->>0 AND a.execution_id = k.value->>1 AND a.task_id = k.value->>2);
+INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, lock_expires, attempt) \
+  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?);
+INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+  SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?);
+INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+  SELECT u.value->>0, u.value->>1, 'Result', u.value->>2, ? FROM json_each(?) AS u \
+  WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = u.value->>0 \
+  AND status NOT IN ('Completed', 'Failed', 'Terminated'));
+INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) \
+  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?);
+UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
+  WHERE instance_id IN (SELECT value FROM json_each(?)) AND lock_owner = ?;
+COMMIT";
+
+/// The rows of a batch, by table.
+#[derive(Debug, Default)]
+struct Rows {
+    updates: Vec<Value>,
+    new_executions: Vec<Value>,
+    history: Vec<Value>,
+    consumed: Vec<Value>,
+    terminal: Vec<Value>,
+    done: Vec<Value>,
+    activities: Vec<Value>,
+    messages: Vec<Value>,
+    completions: Vec<Value>,
+    stream: Vec<Value>,
+    release: Vec<Value>,
+}
+
+impl Rows {
+    fn turn(&mut self, owner: &str, lease_until: i64, now: i64, turn: &TurnCommit) -> StoreResult<()> {
+        let id = turn.instance_id.as_str();
+        let Some(u) = &turn.update else {
+            // Late messages of a terminal instance: drop them.
+            self.consumed.extend(turn.consumed.iter().map(|m| json!(m)));
+            return Ok(());
+        };
+        let terminal = u.status.is_terminal();
+        let keep = turn.keep_lease && !terminal;
+        self.updates.push(json!([
+            id,
+            i64_of(turn.version),
+            u.status.as_str(),
+            u.execution_id,
+            u.input.as_ref().map(to_json).transpose()?,
+            u.custom_status,
+            u.output.as_ref().map(to_json).transpose()?,
+            u.failure.as_ref().map(to_json).transpose()?,
+            terminal.then_some(now),
+            i64_of(u.history_len),
+            i64_of(u.stream_seq),
+            i64_of(u.execution_emits),
+            keep.then_some(owner),
+            if keep { lease_until } else { 0 },
+        ]));
+        if turn.new_execution {
+            self.new_executions.push(json!(id));
+        }
+        for (i, event) in turn.history.iter().enumerate() {
+            self.history.push(json!([
+                id,
+                i64_of(turn.history_index + i as u64),
+                to_json(event)?
+            ]));
+        }
+        if terminal {
+            // Nothing will consume them any more.
+            self.terminal.push(json!(id));
+        } else {
+            self.consumed.extend(turn.consumed.iter().map(|m| json!(m)));
+            for key in &turn.completed_activities {
+                self.done.push(json!([
+                    key.instance_id.as_str(),
+                    key.execution_id,
+                    i64_of(key.task_id)
+                ]));
+            }
+            let (claim_owner, claim_until, attempt) = if turn.claim_activities {
+                (Some(owner), lease_until, 1)
+            } else {
+                (None, 0, 0)
+            };
+            for a in &turn.activities {
+                self.activities.push(json!([
+                    a.key.instance_id.as_str(),
+                    a.key.execution_id,
+                    i64_of(a.key.task_id),
+                    a.name,
+                    to_json(&a.input)?,
+                    claim_owner,
+                    claim_until,
+                    attempt,
+                ]));
+            }
+        }
+        for m in &turn.messages {
+            self.messages.push(json!([
+                m.instance_id.as_str(),
+                m.execution_id,
+                event_kind(&m.event),
+                to_json(&m.event)?,
+                ms(m.visible_at),
+            ]));
+        }
+        for e in &turn.stream {
+            self.stream.push(json!([
+                id,
+                i64_of(e.seq),
+                e.execution_id,
+                i64_of(e.emit_index),
+                e.name,
+                e.payload,
+                ms(e.emitted_at),
+            ]));
+        }
+        Ok(())
+    }
+}
+
+/// Whether [`commit`] can write `batch`: a batch that creates instances
+/// (sub-orchestrations) needs their rows read first.
+pub(super) fn applies_to(batch: &CommitBatch) -> bool {
+    batch.turns.iter().all(|t| t.sub_orchestrations.is_empty())
+}
+
+/// Writes `batch` in one round trip. Fails with
+/// [`StoreError::Conflict`](crate::StoreError::Conflict), writing nothing,
+/// if a turn's instance changed since the turn read it.
+pub(super) async fn commit(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    lease_until: i64,
+    now: i64,
+    batch: &CommitBatch,
+) -> StoreResult<Wake> {
+    let mut rows = Rows::default();
+    let mut wake = Wake::default();
+    for turn in &batch.turns {
+        rows.turn(owner, lease_until, now, turn)?;
+        wake.turn(turn, now);
+    }
+    for c in &batch.completions {
+        rows.done.push(json!([
+            c.key.instance_id.as_str(),
+            c.key.execution_id,
+            i64_of(c.key.task_id)
+        ]));
+        rows.completions.push(json!([
+            c.key.instance_id.as_str(),
+            c.key.execution_id,
+            to_json(&c.event)?
+        ]));
+        wake.orchestrations = true;
+    }
+    for id in &batch.release {
+        rows.release.push(json!(id.as_str()));
+        wake.orchestrations = true;
+    }
+    let array = |values: Vec<Value>| Value::Array(values).to_string();
+    let turns = i64::try_from(rows.updates.len()).unwrap_or(i64::MAX);
+    let terminal = array(rows.terminal);
+    let result = sqlx::query(COMMIT)
+        .bind(now)
+        .bind(array(rows.updates))
+        .bind(owner)
+        .bind(now)
+        .bind(turns)
+        .bind(array(rows.new_executions))
+        .bind(array(rows.history))
+        .bind(array(rows.consumed))
+        .bind(terminal.clone())
+        .bind(terminal)
+        .bind(array(rows.done))
+        .bind(array(rows.activities))
+        .bind(array(rows.messages))
+        .bind(now)
+        .bind(array(rows.completions))
+        .bind(array(rows.stream))
+        .bind(array(rows.release))
+        .bind(owner)
+        .execute(&mut *conn)
+        .await
+        .map_err(db);
+    if let Err(e) = result {
+        // Ends the transaction if it began (an error when it did not).
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(e);
+    }
+    Ok(wake)
+}
