@@ -359,12 +359,16 @@ impl SqliteStore {
         let now = now_ms();
         let lease_until = lease_end(lease);
         let fast = if fast::applies_to(&batch) {
-            let mut conn = self.writer.acquire().await.map_err(db)?;
+            let mut conn = self.writer_conn().await?;
             match fast::commit(&mut conn, owner, lease_until, now, &batch).await {
                 Ok(wake) => Some(wake),
                 // A turn's instance changed: check turn by turn.
                 Err(StoreError::Conflict(_)) => None,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // The connection may be one that cannot write.
+                    self.check_writer.store(true, Ordering::Release);
+                    return Err(e);
+                }
             }
         } else {
             None
@@ -560,7 +564,7 @@ impl Store for SqliteStore {
             // terminal instance to replace) is looked at row by row.
             let mut sql = write::Sql::transaction();
             sql.create_new_instance(&instance)?;
-            let mut conn = self.writer.acquire().await.map_err(db)?;
+            let mut conn = self.writer_conn().await?;
             match sql.commit(&mut conn).await {
                 Ok(()) => {
                     self.changes.notify_orchestration_work();
@@ -599,7 +603,7 @@ impl Store for SqliteStore {
             .bind(event_kind(&message.event))
             .bind(to_json(&message.event)?)
             .bind(ms(message.visible_at))
-            .execute(&self.writer)
+            .execute(&mut *self.writer_conn().await?)
             .await
             .map_err(db)?
             .rows_affected();
