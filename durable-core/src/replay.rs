@@ -157,6 +157,14 @@ impl Runner {
                 self.outcome = Some(Outcome::Terminated(reason.clone()));
                 return true;
             }
+            // Only an inbox message the store could not read arrives as
+            // this (see `store::codec::message_event`); the turn records
+            // the failure as the end of the execution.
+            HistoryEvent::ExecutionFailed { failure } => {
+                self.future = None;
+                self.outcome = Some(Outcome::Failed(failure.clone()));
+                return false;
+            }
             // Recorded by the code itself (checked on replay), by the turn,
             // or by the end of an execution.
             _ => return true,

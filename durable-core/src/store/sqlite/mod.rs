@@ -32,7 +32,8 @@ mod write;
 
 use super::codec::{
     db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, list_page,
-    list_query, metadata_of, ms, now_ms, state_of, status_of, stream_event_of, to_json, u64_of, Columns,
+    list_query, message_event, metadata_of, ms, now_ms, state_of, status_of, stream_event_of, to_json,
+    u64_of, Columns,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -441,11 +442,12 @@ impl SqliteStore {
                     items.len() - 1
                 }
             };
+            let id = row.try_get("message_id").map_err(db)?;
             items[i].messages.push(InboxMessage {
-                source: MessageSource::Inbox(row.try_get("message_id").map_err(db)?),
+                source: MessageSource::Inbox(id),
                 visible_at: from_ms(row.try_get("visible_at").map_err(db)?),
                 execution_id: row.try_get("message_execution_id").map_err(db)?,
-                event: from_json(row.try_get::<&str, _>("event").map_err(db)?, "message")?,
+                event: message_event(row.try_get::<&str, _>("event").map_err(db)?, id),
             });
         }
         Ok(items)
