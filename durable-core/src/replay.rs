@@ -100,6 +100,7 @@ impl Runner {
             if let Some(missing) = state.expected.values().next().map(HistoryEvent::describe) {
                 state.fail_non_determinism(format!("history has {missing} but the code did not schedule it"));
             }
+            state.check_replayed_emits();
         }
         drop(state);
         self.check_fatal();
