@@ -3,10 +3,9 @@
 //! stream (order, resuming with `Last-Event-ID` in the middle, the end after
 //! a terminal instance's last event, keep-alive comments); bearer-token
 //! auth on every route; each kind of bad input answered with the right 4xx
-//! (and unusual but valid instance ids, percent-encoded, working on every
-//! route)
-//! and a JSON error body; store failures answered with 503; and the
-//! OpenAPI document checked against the routes the router serves.
+//! and a JSON error body, while unusual but valid instance ids work on
+//! every route; store failures answered with 503; and the OpenAPI document
+//! checked against the routes the router serves.
 
 #![cfg(feature = "http")]
 
