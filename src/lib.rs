@@ -64,3 +64,9 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
     durable_core::store::connect(url).await
 }
+
+/// The code of README.md, compiled as doctests so that the README shows the
+/// real API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use durable_core::{Client, InstanceId, RuntimeStatus, StartOptions};
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -123,10 +124,11 @@ impl WorkflowClient {
         &self,
         instance_id: &InstanceId,
         after: u64,
-    ) -> impl Stream<Item = ClientResult<SequencedEvent>> + Send + 'static {
+    ) -> BoxStream<'static, ClientResult<SequencedEvent>> {
         self.client
             .watch_events(instance_id, after)
             .map(|event| SequencedEvent::from_stream(&event?))
+            .boxed()
     }
 
     /// The run's live status: its superstep and pending requests.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::stream::BoxStream;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -333,7 +333,7 @@ impl Client {
         &self,
         instance_id: &InstanceId,
         after: u64,
-    ) -> impl Stream<Item = Result<StreamEvent>> + Send + 'static {
-        stream::watch(self.store.clone(), instance_id.clone(), after)
+    ) -> BoxStream<'static, Result<StreamEvent>> {
+        Box::pin(stream::watch(self.store.clone(), instance_id.clone(), after))
     }
 }

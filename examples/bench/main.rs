@@ -16,6 +16,7 @@
 mod scenarios;
 mod support;
 mod timing;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -25,8 +26,13 @@ use durable_core::store::Synchronous;
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     backend: String,
+    postgres_url: String,
     synchronous: Synchronous,
     scenarios: Vec<String>,
+    /// Worker processes for the pipeline scenarios (1: a worker in this
+    /// process).
+    workers: usize,
+    repeat: usize,
 }
 
 const ALL: [&str; 7] = [
@@ -42,8 +48,13 @@ const ALL: [&str; 7] = [
 fn parse_args() -> Result<Config, String> {
     let mut config = Config {
         backend: "sqlite".into(),
+        postgres_url: std::env::var("DURABLE_BENCH_POSTGRES_URL")
+            .or_else(|_| std::env::var("DURABLE_TEST_POSTGRES_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
         synchronous: Synchronous::Full,
         scenarios: Vec::new(),
+        workers: 1,
+        repeat: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -51,10 +62,16 @@ fn parse_args() -> Result<Config, String> {
         match arg.as_str() {
             "--backend" => {
                 config.backend = value("--backend")?;
-                if config.backend != "sqlite" {
-                    return Err(format!("unknown backend {:?} (expected sqlite)", config.backend));
+                if !matches!(config.backend.as_str(), "sqlite" | "postgres") {
+                    return Err(format!(
+                        "unknown backend {:?} (expected sqlite or postgres)",
+                        config.backend
+                    ));
                 }
             }
+            "--postgres-url" => config.postgres_url = value("--postgres-url")?,
+            "--workers" => config.workers = count(&value("--workers")?, "--workers", 16)?,
+            "--repeat" => config.repeat = count(&value("--repeat")?, "--repeat", 100)?,
             "--synchronous" => {
                 config.synchronous = value("--synchronous")?.parse().map_err(|e| format!("{e}"))?;
             }
@@ -70,7 +87,10 @@ fn parse_args() -> Result<Config, String> {
             }
             "-h" | "--help" => {
                 return Err(format!(
-                    "usage: bench [--backend sqlite] [--synchronous full|normal] [--scenario NAME]...\n\
+                    "usage: bench [--backend sqlite|postgres] [--postgres-url URL] [--synchronous full|normal]\n\
+                     \x20            [--workers N] [--repeat N] [--scenario NAME]...\n\
+                     --workers N runs the pipeline scenarios on N worker processes (default 1: in this process);\n\
+                     --repeat N runs each scenario N times and adds a line of the medians.\n\
                      scenarios: {}",
                     ALL.join(", ")
                 ))
@@ -84,8 +104,21 @@ fn parse_args() -> Result<Config, String> {
     Ok(config)
 }
 
+/// A whole number from 1 to `max`.
+fn count(text: &str, flag: &str, max: usize) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{flag} takes a whole number from 1 to {max}, not {text:?}"
+        )),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--worker-process") {
+        return worker::run(std::env::args().skip(2).collect()).await;
+    }
     let config = match parse_args() {
         Ok(config) => config,
         Err(message) => {
@@ -94,13 +127,22 @@ async fn main() -> ExitCode {
         }
     };
     for name in &config.scenarios {
-        eprintln!("running {name} ...");
-        match scenarios::run(name, &config).await {
-            Ok(figures) => println!("{}", support::line(name, &config, figures)),
-            Err(e) => {
-                eprintln!("scenario {name} failed: {e}");
-                return ExitCode::FAILURE;
+        let mut runs = Vec::with_capacity(config.repeat);
+        for run in 1..=config.repeat {
+            eprintln!("running {name} ({run}/{}) ...", config.repeat);
+            match scenarios::run(name, &config).await {
+                Ok(figures) => {
+                    println!("{}", support::line(name, &config, figures.clone()));
+                    runs.push(figures);
+                }
+                Err(e) => {
+                    eprintln!("scenario {name} failed: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
+        }
+        if runs.len() > 1 {
+            println!("{}", support::line(name, &config, support::medians(&runs)));
         }
     }
     ExitCode::SUCCESS

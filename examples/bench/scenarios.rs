@@ -9,7 +9,10 @@ use durable_core::{InstanceQuery, Limits};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
-use crate::support::{fresh_store, mean_ms, percentile_ms, round, rss_bytes, BoxError};
+use agent_workflows::WorkflowClient;
+use durable_workspace::document_processing::{DocumentJob, DocumentProcessing};
+
+use crate::support::{mean_ms, percentile_ms, round, rss_bytes, BoxError, Db, WorkerProcesses};
 use crate::timing::TimingStore;
 use crate::Config;
 
@@ -71,7 +74,8 @@ async fn sequence(ctx: OrchestrationContext, steps: u32) -> Result<u32, Orchestr
 /// the start against the end of a long history.
 async fn activities(config: &Config) -> Result<Figures, BoxError> {
     const STEPS: u32 = 1_000;
-    let (store, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
     let clock = Clock::default();
     let registry = ticking_activity(
         Registry::new().orchestration("sequence", sequence),
@@ -97,6 +101,7 @@ async fn activities(config: &Config) -> Result<Figures, BoxError> {
     f.insert("last_100_ms".into(), round(last, 4));
     f.insert("ratio".into(), round(last / first, 3));
     f.insert("seconds".into(), round(seconds, 3));
+    db.cleanup().await?;
     Ok(f)
 }
 
@@ -135,7 +140,8 @@ async fn watch_all(client: &Client, id: &InstanceId, count: u64) -> Result<Vec<I
 async fn stream_append(config: &Config) -> Result<Figures, BoxError> {
     const COUNT: u32 = 10_000;
     const SIZE: usize = 200;
-    let (store, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
     let worker = Worker::start(store.clone(), Registry::new().orchestration("burst", burst))?;
     let client = Client::new(store);
     let id = InstanceId::new("burst")?;
@@ -156,6 +162,7 @@ async fn stream_append(config: &Config) -> Result<Figures, BoxError> {
     f.insert("event_bytes".into(), json!(SIZE));
     f.insert("events_per_s".into(), round(f64::from(COUNT) / seconds, 0));
     f.insert("seconds".into(), round(seconds, 4));
+    db.cleanup().await?;
     Ok(f)
 }
 
@@ -171,7 +178,8 @@ async fn ticker(ctx: OrchestrationContext, count: u32) -> Result<u32, Orchestrat
 /// time from the commit of an emit to its arrival at a live watcher.
 async fn stream_live(config: &Config) -> Result<Figures, BoxError> {
     const COUNT: u32 = 1_000;
-    let (inner, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let inner = db.store.clone();
     let timing = Arc::new(TimingStore::new(inner));
     let store: Arc<dyn Store> = timing.clone();
     let registry = Registry::new()
@@ -209,6 +217,7 @@ async fn stream_live(config: &Config) -> Result<Figures, BoxError> {
     f.insert("events".into(), json!(COUNT));
     f.insert("p50_ms".into(), round(percentile_ms(&mut latencies, 50.0), 4));
     f.insert("p99_ms".into(), round(percentile_ms(&mut latencies, 99.0), 4));
+    db.cleanup().await?;
     Ok(f)
 }
 
@@ -248,7 +257,8 @@ async fn timed_steps(
     steps: u32,
     limits: Limits,
 ) -> Result<(Vec<Duration>, u32), BoxError> {
-    let (store, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
     let clock = Clock::default();
     let registry = Registry::new()
         .orchestration("status_workaround", status_workaround)
@@ -262,6 +272,7 @@ async fn timed_steps(
     if done.status != RuntimeStatus::Completed {
         return Err(format!("{orchestration} ended {:?}: {:?}", done.status, done.failure).into());
     }
+    db.cleanup().await?;
     Ok((clock.steps(), done.output_as()?))
 }
 
@@ -302,7 +313,8 @@ async fn idle(ctx: OrchestrationContext, _: ()) -> Result<u32, OrchestrationErro
 /// instance, then the time to wake and finish them all.
 async fn idle_instances(config: &Config) -> Result<Figures, BoxError> {
     const COUNT: usize = 10_000;
-    let (store, _dir) = fresh_store(config).await?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
     let worker = Worker::start(store.clone(), Registry::new().orchestration("idle", idle))?;
     let client = Client::new(store);
     // Reset the peak so that earlier scenarios do not count.
@@ -345,66 +357,38 @@ async fn idle_instances(config: &Config) -> Result<Figures, BoxError> {
         json!(peak.saturating_sub(baseline) / COUNT as u64),
     );
     f.insert("seconds".into(), round(seconds, 3));
+    db.cleanup().await?;
     Ok(f)
-}
-
-const PIPELINE: [&str; 6] = [
-    "entry-unpack",
-    "validate-inputs",
-    "load-configuration",
-    "extract-layout",
-    "analyse-document",
-    "validate-outputs",
-];
-
-async fn pipeline_orchestration(
-    ctx: OrchestrationContext,
-    document: String,
-) -> Result<Value, OrchestrationError> {
-    let mut input = json!({ "document": document });
-    for executor in PIPELINE {
-        ctx.emit_event("executor_invoked", &json!({ "executor_id": executor }))?;
-        let output: Value = ctx.call_activity(executor, &input).await?;
-        ctx.emit_event(
-            "executor_completed",
-            &json!({ "executor_id": executor, "output": output }),
-        )?;
-        input = output;
-    }
-    Ok(input)
-}
-
-fn stage_output(stage: &str, input: &Value) -> Value {
-    json!({
-        "stage": stage,
-        "document": input.get("document").cloned().unwrap_or(Value::Null),
-        "confidence": 0.97,
-        "fields": { "pages": 12, "language": "en", "tables": 3 },
-        "text": "lorem ipsum dolor sit amet ".repeat(72),
-    })
 }
 
 /// 200 runs of the document-processing pipeline, one after another (each
 /// watched live until it ends) or all at once.
 async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError> {
     const RUNS: usize = 200;
-    let (store, _dir) = fresh_store(config).await?;
-    let mut registry = Registry::new().orchestration("document_processing", pipeline_orchestration);
-    for stage in PIPELINE {
-        registry = registry.activity(stage, move |_ctx: ActivityContext, input: Value| async move {
-            Ok::<Value, Infallible>(stage_output(stage, &input))
-        });
-    }
-    let worker = Worker::start(store.clone(), registry)?;
+    let db = Db::fresh(config).await?;
+    let store = db.store.clone();
+    // One worker in this process, or several worker processes.
+    let (worker, _processes) = if config.workers > 1 {
+        (None, Some(WorkerProcesses::spawn(config.workers, &db.target)?))
+    } else {
+        let registry = durable_workspace::register(Registry::new());
+        (Some(Worker::start(store.clone(), registry)?), None)
+    };
     let client = Client::new(store);
-    let expected_events = 2 * PIPELINE.len() as u64;
+    let workflows = WorkflowClient::new(client.clone());
+    // A run of six executors streams 27 events: the workflow's start and
+    // end, and per superstep its start and end and the executor's
+    // invocation and completion, and the final output.
+    let expected_events = 27;
     let started = Instant::now();
     let mut per_run = Vec::with_capacity(RUNS);
     let mut bytes = 0usize;
     if concurrent {
         let mut watchers = Vec::with_capacity(RUNS);
         for run in 0..RUNS {
-            let id = client.start("document_processing", &format!("doc-{run}")).await?;
+            let id = workflows
+                .start(DocumentProcessing, &DocumentJob::new(format!("doc-{run}")))
+                .await?;
             let client = client.clone();
             watchers.push(tokio::spawn(async move {
                 watch_all(&client, &id, expected_events).await
@@ -416,7 +400,9 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
     } else {
         for run in 0..RUNS {
             let run_started = Instant::now();
-            let id = client.start("document_processing", &format!("doc-{run}")).await?;
+            let id = workflows
+                .start(DocumentProcessing, &DocumentJob::new(format!("doc-{run}")))
+                .await?;
             let mut events = std::pin::pin!(client.watch_events(&id, 0));
             let mut count = 0;
             while let Some(event) = events.next().await {
@@ -430,11 +416,13 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    worker.shutdown().await?;
+    if let Some(worker) = worker {
+        worker.shutdown().await?;
+    }
     let mut f = Figures::new();
     f.insert(
         "workload".into(),
-        json!("durable-core orchestration, 6 activities, 2 KB outputs"),
+        json!("document-processing workflow, 6 executors, 2 KiB outputs"),
     );
     f.insert("runs".into(), json!(RUNS));
     f.insert("runs_per_s".into(), round(RUNS as f64 / seconds, 1));
@@ -445,5 +433,6 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
         f.insert("stream_bytes".into(), json!(bytes));
     }
     f.insert("seconds".into(), round(seconds, 3));
+    db.cleanup().await?;
     Ok(f)
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable_core::store::{SqliteStore, SqliteStoreOptions, Store, Synchronous};
+use durable_core::store::{
+    PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions, Store, Synchronous,
+};
 use serde_json::{json, Map, Value};
 
 use crate::Config;
@@ -11,17 +13,146 @@ use crate::Config;
 /// A boxed error for scenario code.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A fresh store for one scenario, in a temporary directory that lives as
-/// long as the returned guard.
-pub(crate) async fn fresh_store(config: &Config) -> Result<(Arc<dyn Store>, tempfile::TempDir), BoxError> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("bench.db");
-    let options = SqliteStoreOptions::file(path.to_string_lossy().into_owned())
-        .synchronous(config.synchronous)
-        // Only this process writes: no polling.
-        .poll_interval(None);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::with_options(options).await?);
-    Ok((store, dir))
+/// A fresh database for one scenario: a SQLite file in a temporary
+/// directory, or a PostgreSQL schema of its own, dropped by
+/// [`Db::cleanup`].
+pub(crate) struct Db {
+    /// The store on it.
+    pub(crate) store: Arc<dyn Store>,
+    /// How to open it again (for worker processes).
+    pub(crate) target: Target,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Where a scenario's database is.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Sqlite { path: String, synchronous: Synchronous },
+    Postgres { url: String, schema: String },
+}
+
+impl Target {
+    /// Opens a store on it. Workers in other processes write to it, so
+    /// SQLite polls (PostgreSQL is notified).
+    pub(crate) async fn open(&self, shared: bool) -> Result<Arc<dyn Store>, BoxError> {
+        Ok(match self {
+            Self::Sqlite { path, synchronous } => {
+                let poll = shared.then_some(Duration::from_millis(20));
+                let options = SqliteStoreOptions::file(path.clone())
+                    .synchronous(*synchronous)
+                    .poll_interval(poll);
+                Arc::new(SqliteStore::with_options(options).await?)
+            }
+            Self::Postgres { url, schema } => {
+                let options = PostgresStoreOptions::new(url.clone()).schema(schema.clone());
+                Arc::new(PostgresStore::with_options(options).await?)
+            }
+        })
+    }
+
+    /// The command-line arguments that name it, for a worker process.
+    pub(crate) fn args(&self) -> Vec<String> {
+        match self {
+            Self::Sqlite { path, synchronous } => {
+                let sync = match synchronous {
+                    Synchronous::Full => "full",
+                    Synchronous::Normal => "normal",
+                };
+                vec![
+                    "--sqlite".into(),
+                    path.clone(),
+                    "--synchronous".into(),
+                    sync.into(),
+                ]
+            }
+            Self::Postgres { url, schema } => {
+                vec![
+                    "--postgres".into(),
+                    url.clone(),
+                    "--schema".into(),
+                    schema.clone(),
+                ]
+            }
+        }
+    }
+}
+
+impl Db {
+    /// A fresh database as `config` says.
+    pub(crate) async fn fresh(config: &Config) -> Result<Self, BoxError> {
+        let (target, dir) = match config.backend.as_str() {
+            "postgres" => {
+                let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+                (
+                    Target::Postgres {
+                        url: config.postgres_url.clone(),
+                        schema,
+                    },
+                    None,
+                )
+            }
+            _ => {
+                let dir = tempfile::tempdir()?;
+                let path = dir.path().join("bench.db").to_string_lossy().into_owned();
+                (
+                    Target::Sqlite {
+                        path,
+                        synchronous: config.synchronous,
+                    },
+                    Some(dir),
+                )
+            }
+        };
+        let store = target.open(config.workers > 1).await?;
+        Ok(Self {
+            store,
+            target,
+            _dir: dir,
+        })
+    }
+
+    /// Drops the PostgreSQL schema (a SQLite file goes with its directory).
+    pub(crate) async fn cleanup(self) -> Result<(), BoxError> {
+        if let Target::Postgres { url, schema } = &self.target {
+            drop(self.store);
+            let pool = sqlx::PgPool::connect(url).await?;
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Worker processes (this program, run with `--worker-process`), killed
+/// when dropped.
+pub(crate) struct WorkerProcesses(Vec<std::process::Child>);
+
+impl WorkerProcesses {
+    /// Starts `n` worker processes on `target`.
+    pub(crate) fn spawn(n: usize, target: &Target) -> Result<Self, BoxError> {
+        let exe = std::env::current_exe()?;
+        let mut children = Vec::with_capacity(n);
+        for _ in 0..n {
+            children.push(
+                std::process::Command::new(&exe)
+                    .arg("--worker-process")
+                    .args(target.args())
+                    .stdin(std::process::Stdio::null())
+                    .spawn()?,
+            );
+        }
+        Ok(Self(children))
+    }
+}
+
+impl Drop for WorkerProcesses {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// The `p`-th percentile (0..=100) of `samples` in milliseconds.
@@ -70,10 +201,32 @@ pub(crate) fn line(name: &str, config: &Config, figures: Map<String, Value>) -> 
         json!({
             "backend": config.backend,
             "synchronous": match config.synchronous { Synchronous::Full => "full", Synchronous::Normal => "normal" },
-            "workers": 1,
+            "workers": config.workers,
             "durable_core": env!("CARGO_PKG_VERSION"),
             "cores": std::thread::available_parallelism().map_or(0, usize::from),
         }),
     );
     Value::Object(out)
+}
+
+/// The median of each numeric figure over several runs of a scenario
+/// (other values from the first run), marked with `median_of`.
+pub(crate) fn medians(runs: &[Map<String, Value>]) -> Map<String, Value> {
+    let mut out = runs[0].clone();
+    for (key, value) in out.iter_mut() {
+        if !value.is_number() {
+            continue;
+        }
+        let mut values: Vec<f64> = runs.iter().filter_map(|r| r.get(key)?.as_f64()).collect();
+        values.sort_by(f64::total_cmp);
+        let mid = values.len() / 2;
+        let median = if values.len() % 2 == 1 {
+            values[mid]
+        } else {
+            (values[mid - 1] + values[mid]) / 2.0
+        };
+        *value = round(median, 4);
+    }
+    out.insert("median_of".into(), json!(runs.len()));
+    out
 }
