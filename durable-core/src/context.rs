@@ -259,6 +259,24 @@ impl State {
         self.persisted_emits = self.next_emit_index;
     }
 
+    /// At the end of a replay: the code must have emitted as many stream
+    /// events as the stored stream holds for this execution. Otherwise it
+    /// changed, and going on would store new events shifted against the
+    /// stored ones (an event twice) or take new events for stored ones
+    /// (an event lost): fail with the non-determinism error instead, and
+    /// append nothing.
+    pub(crate) fn check_replayed_emits(&mut self) {
+        if self.next_emit_index != self.persisted_emits {
+            let message = format!(
+                "the stream holds {} event(s) of this execution but the code emitted {} on replay",
+                self.persisted_emits, self.next_emit_index
+            );
+            self.emits.clear();
+            self.next_emit_index = self.persisted_emits;
+            self.fail_non_determinism(message);
+        }
+    }
+
     pub(crate) fn emit_count(&self) -> u64 {
         self.next_emit_index
     }

@@ -100,6 +100,7 @@ impl Runner {
             if let Some(missing) = state.expected.values().next().map(HistoryEvent::describe) {
                 state.fail_non_determinism(format!("history has {missing} but the code did not schedule it"));
             }
+            state.check_replayed_emits();
         }
         drop(state);
         self.check_fatal();
@@ -156,6 +157,14 @@ impl Runner {
                 self.future = None;
                 self.outcome = Some(Outcome::Terminated(reason.clone()));
                 return true;
+            }
+            // Only an inbox message the store could not read arrives as
+            // this (see `store::codec::message_event`); the turn records
+            // the failure as the end of the execution.
+            HistoryEvent::ExecutionFailed { failure } => {
+                self.future = None;
+                self.outcome = Some(Outcome::Failed(failure.clone()));
+                return false;
             }
             // Recorded by the code itself (checked on replay), by the turn,
             // or by the end of an execution.

@@ -23,7 +23,7 @@
 //! polling with backoff. A worker that dies loses its leases when they
 //! expire and another worker takes the work over.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +37,8 @@ use tokio::time::Instant;
 use crate::context::Limits;
 use crate::replay::{panic_message, run_turn, state_after, Runner, TurnResult};
 use crate::store::{
-    ActivityCompletion, ActivityWorkItem, CommitBatch, InboxMessage, InstanceState, MessageSource,
-    OrchestrationWorkItem, Store, TurnOutcome,
+    ActivityCompletion, ActivityKey, ActivityWorkItem, CommitBatch, InboxMessage, InstanceState,
+    MessageSource, OrchestrationWorkItem, Store, TurnOutcome,
 };
 use crate::{ActivityContext, FailureDetails, HistoryEvent, InstanceId, Registry, Result, StoreError};
 
@@ -169,6 +169,7 @@ impl Worker {
             completions: completions_rx,
             foreign: Vec::new(),
             release: Vec::new(),
+            unsure: HashSet::new(),
             shutting_down: false,
         };
         let dispatcher = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
@@ -393,6 +394,9 @@ struct Dispatcher {
     foreign: Vec<ActivityCompletion>,
     /// Instances whose lease to give up with the next commit.
     release: Vec<InstanceId>,
+    /// Activities claimed by commits that failed since the last commit
+    /// that succeeded, already started once (see `Dispatcher::process`).
+    unsure: HashSet<ActivityKey>,
     shutting_down: bool,
 }
 
@@ -667,8 +671,31 @@ impl Dispatcher {
         {
             Ok(outcomes) => outcomes,
             Err(e) => {
-                // Nothing was written: deliver the handed-over results
-                // through the store next time, and give up the instances.
+                // Usually nothing was written, but the commit may also have
+                // been written with its answer lost (the connection dropped
+                // during COMMIT). Then the activities it claimed are leased
+                // to this worker, which renews their leases, so no one else
+                // would ever run them: run them now, once. If they were not
+                // written, the turn is redone and schedules them again, and
+                // a result that arrives first is taken or ignored like any
+                // repeated run (activities are at-least-once).
+                for (result, _) in &results {
+                    if !result.commit.claim_activities {
+                        continue;
+                    }
+                    for activity in &result.commit.activities {
+                        if self.unsure.insert(activity.key.clone()) {
+                            self.activities.run(ActivityWorkItem {
+                                key: activity.key.clone(),
+                                name: activity.name.clone(),
+                                input: activity.input.clone(),
+                                attempt: 1,
+                            });
+                        }
+                    }
+                }
+                // Deliver the handed-over results through the store next
+                // time, and give up the instances.
                 self.foreign = batch.completions;
                 self.release = batch.release;
                 for (result, _) in results {
@@ -678,6 +705,7 @@ impl Dispatcher {
                 return Err(e);
             }
         };
+        self.unsure.clear();
         let mut due = None;
         for ((result, name), outcome) in results.into_iter().zip(outcomes) {
             let TurnResult { commit, runner, .. } = result;

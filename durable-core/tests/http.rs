@@ -3,8 +3,9 @@
 //! stream (order, resuming with `Last-Event-ID` in the middle, the end after
 //! a terminal instance's last event, keep-alive comments); bearer-token
 //! auth on every route; each kind of bad input answered with the right 4xx
-//! and a JSON error body; store failures answered with 503; and the
-//! OpenAPI document checked against the routes the router serves.
+//! and a JSON error body, while unusual but valid instance ids work on
+//! every route; store failures answered with 503; and the OpenAPI document
+//! checked against the routes the router serves.
 
 #![cfg(feature = "http")]
 
@@ -1417,5 +1418,159 @@ async fn added_routes_share_auth_limits_errors_and_the_document() {
     let (_, doc) = server.call(Method::GET, "/api/openapi.json").await;
     assert_eq!(doc["paths"]["/api/extra/reply"]["post"]["summary"], "Echo");
     assert!(doc["paths"]["/api/instances/{id}"]["get"].is_object());
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Unusual but valid instance ids, and payloads of the wrong type
+// ---------------------------------------------------------------------------
+
+/// Percent-encodes every byte that is not unreserved in a URL.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn unusual_instance_ids_work_on_every_instance_route() {
+    let server = Server::start(ServeOptions::new()).await;
+    let ids = [
+        "orders/2026/42",
+        "/leading/and/trailing/",
+        "ünïcødé 🚀",
+        "'; DROP TABLE instances; --",
+        "100% sure?#fragment&x=1",
+        "back\\slash",
+        "a+b c",
+        "...",
+        ".hidden",
+    ];
+    for id in ids {
+        let enc = encode(id);
+        let (status, body) = server
+            .post_json(&format!("/api/orchestrations/gated?instanceId={enc}"), "0")
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{id:?}: {body}");
+        assert_eq!(body["id"], id);
+        let (status, body) = server.call(Method::GET, &format!("/api/instances/{enc}")).await;
+        assert_eq!(status, StatusCode::OK, "{id:?}: {body}");
+        assert_eq!(body["instanceId"], id);
+        let (status, body) = server
+            .post_json(&format!("/api/instances/{enc}/raiseEvent/go"), "1")
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{id:?}: {body}");
+        let done = wait_done(&server.client, &iid(id)).await;
+        assert_eq!(done.output, Some(json!(1)), "{id:?}");
+        let (status, body) = server
+            .call(Method::GET, &format!("/api/instances/{enc}/events"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{id:?}: {body}");
+        assert_eq!(body["events"][0]["name"], "tick", "{id:?}: {body}");
+        let stream = server
+            .open_stream(&format!("/api/instances/{enc}/events/stream"), None)
+            .await;
+        assert!(stream.status().is_success(), "{id:?}: {}", stream.status());
+        let text = tokio::time::timeout(WAIT, stream.text())
+            .await
+            .expect("the stream of a finished instance ends")
+            .unwrap();
+        assert!(text.contains("event: tick"), "{id:?}: {text}");
+    }
+    let (status, body) = server.call(Method::GET, "/api/instances").await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: BTreeSet<&str> = body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instanceId"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids.into_iter().collect());
+    for id in ids {
+        let enc = encode(id);
+        let (status, body) = server
+            .call(Method::DELETE, &format!("/api/instances/{enc}"))
+            .await;
+        assert!(status.is_success(), "{id:?}: {status} {body}");
+        let answer = server.call(Method::GET, &format!("/api/instances/{enc}")).await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "instance_not_found");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn payloads_of_the_wrong_type_fail_the_instance_not_the_server() {
+    let server = Server::start(ServeOptions::new()).await;
+    // An input the orchestration cannot take: accepted (the API does not
+    // know the type), and the instance fails saying why.
+    let (status, _) = server
+        .post_json("/api/orchestrations/gated?instanceId=wrong-input", r#""seven""#)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_done(&server.client, &iid("wrong-input")).await;
+    let (status, body) = server.call(Method::GET, "/api/instances/wrong-input").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["runtimeStatus"], "Failed", "{body}");
+    assert_eq!(body["failureDetails"]["errorType"], "InvalidInput", "{body}");
+
+    // An event of the wrong type: the orchestration gets a typed error
+    // (here it gives up with it).
+    let (status, _) = server
+        .post_json("/api/orchestrations/gated?instanceId=wrong-event", "0")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = server
+        .post_json(
+            "/api/instances/wrong-event/raiseEvent/go",
+            r#"{"not": "a number"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let meta = wait_done(&server.client, &iid("wrong-event")).await;
+    assert_eq!(meta.status, RuntimeStatus::Failed);
+    let failure = meta.failure.unwrap();
+    assert!(failure.message.contains("external event 'go'"), "{failure:?}");
+
+    // An event nobody waits for is kept, and the instance goes on.
+    let (status, _) = server
+        .post_json("/api/orchestrations/gated?instanceId=other-event", "0")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = server
+        .post_json("/api/instances/other-event/raiseEvent/nobody-waits", "1")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    server
+        .post_json("/api/instances/other-event/raiseEvent/go", "2")
+        .await;
+    let meta = wait_done(&server.client, &iid("other-event")).await;
+    assert_eq!(meta.output, Some(json!(2)));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ids_that_a_url_path_cannot_hold_are_400_at_start() {
+    let server = Server::start(ServeOptions::new()).await;
+    // "." and ".." are dot segments: clients remove them from a path (even
+    // percent-encoded), so no route could ever reach such an instance.
+    for id in [".", "..", "%2E", "%2e%2E"] {
+        let answer = server
+            .post_json(&format!("/api/orchestrations/echo?instanceId={id}"), "1")
+            .await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_instance_id");
+    }
+    assert!(server
+        .client
+        .list_instances(InstanceQuery::new())
+        .await
+        .unwrap()
+        .instances
+        .is_empty());
     server.shutdown().await;
 }

@@ -3,7 +3,10 @@
 //! and the actual step (after a code change between turns, simulated with a
 //! flag and with two workers of different code over one SQLite file), and
 //! forced replay at every turn (`cache_capacity(0)`) gives exactly the
-//! results of a run that never replays.
+//! results of a run that never replays. On a SQLite file and on PostgreSQL,
+//! a deployment with changed code fails the instance with the
+//! non-determinism error and leaves the stream exactly as the old code
+//! emitted it, also when the change adds or removes a stream event.
 
 mod common;
 
@@ -15,6 +18,7 @@ use std::time::Duration;
 use common::{iid, output_of, read_all, summary, wait_custom_status, wait_done, Rig};
 use durable_core::future::{join_all, select, Either};
 use durable_core::prelude::*;
+use durable_core::store::PostgresStore;
 use durable_core::InstanceMetadata;
 use serde_json::{json, Value};
 
@@ -277,3 +281,217 @@ async fn forced_replay_at_every_turn_gives_identical_results() {
         .collect();
     assert_eq!(stream, expected);
 }
+
+// ------------------------------------------ non-determinism on both stores
+//
+// A deployment with changed code takes over a running instance from the
+// database, on a SQLite file and on PostgreSQL (`DURABLE_TEST_POSTGRES_URL`,
+// a schema of its own; skipped, saying so, when it is not set). The
+// instance fails with the non-determinism error, and its stream stays
+// exactly what the old code emitted: nothing lost, nothing appended twice
+// by the replay.
+
+/// A database opened twice, by two deployments.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres { url: String, schema: String },
+}
+
+impl Db {
+    fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Option<Self> {
+        let Ok(url) = std::env::var("DURABLE_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: DURABLE_TEST_POSTGRES_URL is not set, so this PostgreSQL test does not run");
+            return None;
+        };
+        let schema = format!("replay_{}", uuid::Uuid::new_v4().simple());
+        Some(Self::Postgres { url, schema })
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Self::Sqlite(dir) => {
+                let path = dir.path().join("deploy.db").to_str().unwrap().to_owned();
+                Arc::new(SqliteStore::open(path).await.unwrap())
+            }
+            Self::Postgres { url, schema } => {
+                let options = durable_core::store::PostgresStoreOptions::new(url)
+                    .schema(schema)
+                    .max_connections(4);
+                Arc::new(PostgresStore::with_options(options).await.unwrap())
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        if let Self::Postgres { url, schema } = self {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The deployed versions of `streaming`: each emits as it goes and waits
+/// for "go" after its first step. 0 is the original; 1 renames the first
+/// activity; 2 emits one event more before the wait; 3 one event fewer.
+fn streaming_registry(version: u8) -> Registry {
+    Registry::new()
+        .activity("a", echo)
+        .activity("b", echo)
+        .activity("c", echo)
+        .orchestration("streaming", move |ctx: OrchestrationContext, (): ()| async move {
+            ctx.emit_event("begin", &0)?;
+            let first = if version == 1 { "b" } else { "a" };
+            ctx.call_activity::<Value>(first, &1).await?;
+            if version == 2 {
+                ctx.emit_event("extra", &"new in version 2")?;
+            }
+            if version != 3 {
+                ctx.emit_event("first_done", &1)?;
+            }
+            ctx.set_custom_status(&"waiting")?;
+            let go: Value = ctx.wait_for_external_event("go").await?;
+            ctx.emit_event("went", &go)?;
+            ctx.call_activity::<Value>("c", &2).await?;
+            ctx.emit_event("done", &3)?;
+            Ok::<_, OrchestrationError>("done")
+        })
+}
+
+/// Runs version 0 until it waits, then lets a deployment of `version`
+/// take the instance over; returns how it ended, the stream it ended with
+/// and what a watcher that followed it across the deployments saw.
+async fn redeploy_streaming(
+    db: &Db,
+    version: u8,
+) -> (
+    InstanceMetadata,
+    Vec<(u64, String, Value)>,
+    Vec<(u64, String, Value)>,
+) {
+    let old = db.open().await;
+    let worker = Worker::start(old.clone(), streaming_registry(0)).unwrap();
+    let client = Client::new(old.clone());
+    let id = client
+        .start_with(
+            StartOptions::new("streaming", &())
+                .unwrap()
+                .instance_id(iid("deployed")),
+        )
+        .await
+        .unwrap();
+    wait_custom_status(&client, &id, json!("waiting")).await;
+    worker.shutdown().await.unwrap();
+    let watcher = tokio::spawn({
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            use futures::StreamExt;
+            let events: Vec<_> = tokio::time::timeout(common::WAIT, client.watch_events(&id, 0).collect())
+                .await
+                .expect("the watch ends");
+            events.into_iter().map(|e| e.unwrap()).collect::<Vec<_>>()
+        }
+    });
+
+    let new = db.open().await;
+    let worker = Worker::start(new.clone(), streaming_registry(version)).unwrap();
+    let client = Client::new(new);
+    client.raise_event(&id, "go", &"go").await.unwrap();
+    let meta = wait_done(&client, &id).await;
+    worker.shutdown().await.unwrap();
+    let stream = summary(&read_all(&client, &id, 3).await);
+    let watched = summary(&watcher.await.unwrap());
+    (meta, stream, watched)
+}
+
+fn stream_of(names: &[(&str, Value)]) -> Vec<(u64, String, Value)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, (n, p))| (i as u64 + 1, (*n).to_owned(), p.clone()))
+        .collect()
+}
+
+async fn unchanged_code_completes_with_the_whole_stream(db: &Db) {
+    let (meta, stream, watched) = redeploy_streaming(db, 0).await;
+    assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
+    let expected = stream_of(&[
+        ("begin", json!(0)),
+        ("first_done", json!(1)),
+        ("went", json!("go")),
+        ("done", json!(3)),
+    ]);
+    assert_eq!(stream, expected);
+    assert_eq!(watched, expected);
+}
+
+async fn a_changed_step_fails_with_non_determinism_and_keeps_the_stream(db: &Db) {
+    let (meta, stream, watched) = redeploy_streaming(db, 1).await;
+    let message = non_determinism_message(&meta);
+    assert!(
+        message.contains("history has activity 'a' (task 0) but the code scheduled activity 'b' (task 0)"),
+        "{message}"
+    );
+    // Exactly what the old code emitted; the replay appended nothing.
+    let expected = stream_of(&[("begin", json!(0)), ("first_done", json!(1))]);
+    assert_eq!(stream, expected);
+    assert_eq!(meta.stream_len, 2);
+    assert_eq!(watched, expected, "a watcher saw the stream end there");
+}
+
+async fn an_emit_added_before_the_wait_is_non_determinism(db: &Db) {
+    let (meta, stream, _) = redeploy_streaming(db, 2).await;
+    let expected = stream_of(&[("begin", json!(0)), ("first_done", json!(1))]);
+    assert_eq!(
+        stream, expected,
+        "the stream is not extended with events shifted by the new emit"
+    );
+    non_determinism_message(&meta);
+}
+
+async fn an_emit_removed_before_the_wait_is_non_determinism(db: &Db) {
+    let (meta, stream, _) = redeploy_streaming(db, 3).await;
+    let expected = stream_of(&[("begin", json!(0)), ("first_done", json!(1))]);
+    assert_eq!(
+        stream, expected,
+        "no later event is taken for one already stored and dropped"
+    );
+    non_determinism_message(&meta);
+}
+
+/// Stamps each test body out once per store.
+macro_rules! on_both_stores {
+    ($(#[$attr:meta])* $name:ident) => {
+        mod $name {
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = super::Db::sqlite();
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(db) = super::Db::postgres() else {
+                    return;
+                };
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}
+
+on_both_stores!(unchanged_code_completes_with_the_whole_stream);
+on_both_stores!(a_changed_step_fails_with_non_determinism_and_keeps_the_stream);
+on_both_stores!(an_emit_added_before_the_wait_is_non_determinism);
+on_both_stores!(an_emit_removed_before_the_wait_is_non_determinism);

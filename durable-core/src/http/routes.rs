@@ -118,6 +118,20 @@ async fn start(
     let Path(name) = path?;
     let params = Params::parse(query, &["instanceId"])?;
     let requested_id = params.one("instanceId")?.map(instance_id).transpose()?;
+    if let Some(id) = requested_id
+        .as_ref()
+        .filter(|id| matches!(id.as_str(), "." | ".."))
+    {
+        // A dot segment: clients remove it from a path, so no route could
+        // ever reach the instance.
+        return Err(ApiError::bad_request(
+            "invalid_instance_id",
+            format!(
+                "instance id {:?} cannot be used in a URL path; choose another",
+                id.as_str()
+            ),
+        ));
+    }
     if let Some(known) = &state.known_orchestrations {
         if !known.contains(&name) {
             return Err(ApiError::not_found(

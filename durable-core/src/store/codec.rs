@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::{InstanceState, StoreResult, TurnCommit};
 use crate::instance::{continuation_of, parse_continuation};
 use crate::{
-    HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, StoreError,
-    StreamEvent,
+    FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus,
+    StoreError, StreamEvent,
 };
 
 /// Maps a database error, turning a uniqueness violation into
@@ -46,6 +46,22 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
 
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// The event of inbox message `id`. A message this version cannot read
+/// (written by another version, or damaged) becomes an `ExecutionFailed`
+/// that fails its instance with the reason and the text, instead of an
+/// error that would fail every fetch coming across it.
+pub(crate) fn message_event(text: &str, id: i64) -> HistoryEvent {
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        let shown: String = text.chars().take(500).collect();
+        HistoryEvent::ExecutionFailed {
+            failure: FailureDetails::new(
+                "CorruptMessage",
+                format!("inbox message {id} cannot be read: {e}; it holds {shown}"),
+            ),
+        }
+    })
 }
 
 /// A JSON array of `items`, for `IN (SELECT value FROM json_each(?))`.

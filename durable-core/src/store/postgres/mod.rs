@@ -29,7 +29,8 @@ use sqlx::{Postgres, Row};
 
 use super::codec::{
     db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, list_page,
-    list_query, metadata_of, ms, now_ms, state_of, status_of, stream_event_of, to_json, Columns,
+    list_query, message_event, metadata_of, ms, now_ms, state_of, status_of, stream_event_of, to_json,
+    Columns,
 };
 use super::{
     ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
@@ -273,11 +274,12 @@ impl PostgresStore {
             let Some(&i) = index.get(&row.text("instance_id")?) else {
                 continue;
             };
+            let id = row.int("id")?;
             items[i].messages.push(InboxMessage {
-                source: MessageSource::Inbox(row.int("id")?),
+                source: MessageSource::Inbox(id),
                 visible_at: from_ms(row.int("visible_at")?),
                 execution_id: row.opt_text("execution_id")?,
-                event: from_json(&row.text("event")?, "message")?,
+                event: message_event(&row.text("event")?, id),
             });
         }
         Ok(items)

@@ -8,11 +8,13 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -30,7 +32,8 @@ mod write;
 
 use super::codec::{
     db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, list_page,
-    list_query, metadata_of, ms, now_ms, state_of, status_of, stream_event_of, to_json, u64_of, Columns,
+    list_query, message_event, metadata_of, ms, now_ms, state_of, status_of, stream_event_of, to_json,
+    u64_of, Columns,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -131,6 +134,9 @@ impl SqliteStoreOptions {
 #[derive(Debug)]
 pub struct SqliteStore {
     writer: SqlitePool,
+    /// Whether the writer connection may be new or unable to write, and
+    /// is to be checked before the next write (see `check_writer`).
+    check_writer: AtomicBool,
     reader: SqlitePool,
     changes: ChangeFeed,
     poll_interval: Option<Duration>,
@@ -216,6 +222,7 @@ impl SqliteStore {
             }
         };
         Ok(Self {
+            check_writer: AtomicBool::new(matches!(options.target, Target::File(_))),
             writer,
             reader,
             changes: ChangeFeed::new(),
@@ -260,6 +267,10 @@ impl SqliteStore {
                 let writer = SqlitePoolOptions::new()
                     .test_before_acquire(false)
                     .max_connections(1)
+                    // The writer connection is replaced only by the store,
+                    // which checks that its successor can write.
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .connect_with(connect.clone())
                     .await
                     .map_err(db)?;
@@ -281,8 +292,42 @@ impl SqliteStore {
         Ok((writer, reader))
     }
 
+    /// The writer connection, checked first if it may be new or unable to
+    /// write (see `check_writer`): SQLite opens a file it cannot write
+    /// read-only, and such a connection would fail every write for as long
+    /// as it lives, even once the file is writable again. It is refused,
+    /// so that the next write opens a new one.
+    async fn writer_conn(&self) -> StoreResult<PoolConnection<Sqlite>> {
+        let mut conn = self.writer.acquire().await.map_err(db)?;
+        if self.check_writer.load(Ordering::Acquire) {
+            if let Err(e) = check_writable(&mut conn).await {
+                conn.close_on_drop();
+                return Err(db(e));
+            }
+            self.check_writer.store(false, Ordering::Release);
+        }
+        Ok(conn)
+    }
+
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+        if self.check_writer.load(Ordering::Acquire) {
+            drop(self.writer_conn().await?);
+        }
+        match self.writer.begin_with("BEGIN IMMEDIATE").await {
+            // After a COMMIT that failed (an I/O error, a full disk) SQLite
+            // has rolled the transaction back, but sqlx still counts it as
+            // open and refuses every later BEGIN on the connection. Replace
+            // the connection; the next write checks the new one.
+            Err(e @ sqlx::Error::InvalidSavePointStatement) => {
+                tracing::warn!("replacing the SQLite writer connection after a failed commit");
+                if let Ok(mut conn) = self.writer.acquire().await {
+                    conn.close_on_drop();
+                }
+                self.check_writer.store(true, Ordering::Release);
+                Err(db(e))
+            }
+            result => result.map_err(db),
+        }
     }
 
     /// Closes the connections.
@@ -290,6 +335,19 @@ impl SqliteStore {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// Fails with `SQLITE_READONLY` if SQLite opened the file read-only.
+async fn check_writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let (version,): (i64,) = sqlx::query_as("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(&format!("PRAGMA user_version = {version}"))
+        .execute(&mut *tx)
+        .await?;
+    tx.rollback().await
 }
 
 impl SqliteStore {
@@ -302,12 +360,16 @@ impl SqliteStore {
         let now = now_ms();
         let lease_until = lease_end(lease);
         let fast = if fast::applies_to(&batch) {
-            let mut conn = self.writer.acquire().await.map_err(db)?;
+            let mut conn = self.writer_conn().await?;
             match fast::commit(&mut conn, owner, lease_until, now, &batch).await {
                 Ok(wake) => Some(wake),
                 // A turn's instance changed: check turn by turn.
                 Err(StoreError::Conflict(_)) => None,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // The connection may be one that cannot write.
+                    self.check_writer.store(true, Ordering::Release);
+                    return Err(e);
+                }
             }
         } else {
             None
@@ -380,11 +442,12 @@ impl SqliteStore {
                     items.len() - 1
                 }
             };
+            let id = row.try_get("message_id").map_err(db)?;
             items[i].messages.push(InboxMessage {
-                source: MessageSource::Inbox(row.try_get("message_id").map_err(db)?),
+                source: MessageSource::Inbox(id),
                 visible_at: from_ms(row.try_get("visible_at").map_err(db)?),
                 execution_id: row.try_get("message_execution_id").map_err(db)?,
-                event: from_json(row.try_get::<&str, _>("event").map_err(db)?, "message")?,
+                event: message_event(row.try_get::<&str, _>("event").map_err(db)?, id),
             });
         }
         Ok(items)
@@ -503,7 +566,7 @@ impl Store for SqliteStore {
             // terminal instance to replace) is looked at row by row.
             let mut sql = write::Sql::transaction();
             sql.create_new_instance(&instance)?;
-            let mut conn = self.writer.acquire().await.map_err(db)?;
+            let mut conn = self.writer_conn().await?;
             match sql.commit(&mut conn).await {
                 Ok(()) => {
                     self.changes.notify_orchestration_work();
@@ -542,7 +605,7 @@ impl Store for SqliteStore {
             .bind(event_kind(&message.event))
             .bind(to_json(&message.event)?)
             .bind(ms(message.visible_at))
-            .execute(&self.writer)
+            .execute(&mut *self.writer_conn().await?)
             .await
             .map_err(db)?
             .rows_affected();

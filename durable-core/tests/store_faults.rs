@@ -1,0 +1,443 @@
+//! Store faults: the database stops taking writes, or the connection drops,
+//! in the middle of a run.
+//!
+//! * A SQLite file that becomes read-only while a worker runs (made
+//!   immutable with `chattr +i`, which refuses writes even through the
+//!   connections already open, as a file system remounted read-only does):
+//!   commits fail with a typed `StoreError::Database` that the worker logs,
+//!   a client call fails with the same typed error, reads go on, and once
+//!   the file is writable again the turn is retried and the run completes
+//!   with its exact stream. A store opened while the file is read-only
+//!   gives the same clear errors and recovers too.
+//! * PostgreSQL connections of a worker terminated again and again by the
+//!   server (`pg_terminate_backend`) while runs go on: errors are typed and
+//!   logged, turns are retried, and every run completes exactly once.
+//! * A commit that reached the database but whose answer was lost (the
+//!   connection dropped while waiting for the answer to `COMMIT`): the
+//!   worker cannot know whether the turn was written, and the run must
+//!   neither stall nor record anything twice. On both stores.
+//!
+//! The chattr tests need root (or CAP_LINUX_IMMUTABLE) and a file system
+//! with file attributes; they say they were skipped otherwise.
+
+mod common;
+mod faults;
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{summary, Gate};
+use durable_core::prelude::*;
+use durable_core::store::{PostgresStoreOptions, SqliteStoreOptions};
+use durable_core::StoreError;
+use faults::{FaultyStore, LogCapture};
+use serde_json::{json, Value};
+
+const URL_ENV: &str = "DURABLE_TEST_POSTGRES_URL";
+
+/// Each step: emit "step_started", run `work`, emit "step_done".
+async fn steps(ctx: OrchestrationContext, n: u64) -> Result<Vec<u64>, OrchestrationError> {
+    let mut results = Vec::new();
+    for i in 0..n {
+        ctx.emit_event("step_started", &i)?;
+        let r: u64 = ctx.call_activity("work", &i).await?;
+        ctx.emit_event("step_done", &json!({ "i": i, "r": r }))?;
+        results.push(r);
+    }
+    Ok(results)
+}
+
+fn expected_stream(n: u64) -> Vec<(u64, String, Value)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(("step_started".to_owned(), json!(i)));
+        out.push(("step_done".to_owned(), json!({ "i": i, "r": i * 3 })));
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(k, (name, payload))| (k as u64 + 1, name, payload))
+        .collect()
+}
+
+/// `work(i)` returns `3 i`, after `delay`; the step `hold.0` waits for
+/// the gate `hold.1` first.
+fn registry(delay: Duration, hold: Option<(u64, Gate)>) -> Registry {
+    Registry::new()
+        .orchestration("steps", steps)
+        .activity("work", move |_ctx: ActivityContext, i: u64| {
+            let hold = hold.clone();
+            async move {
+                if let Some((step, gate)) = hold {
+                    if step == i {
+                        gate.pass().await;
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                Ok::<_, Infallible>(i * 3)
+            }
+        })
+}
+
+/// Checks that `id` completed with the right output and exactly the
+/// expected stream.
+async fn assert_complete(client: &Client, id: &InstanceId, n: u64) {
+    let meta = common::wait_done(client, id).await;
+    assert_eq!(meta.status, RuntimeStatus::Completed, "{id}: {:?}", meta.failure);
+    let results: Vec<u64> = meta.output_as().unwrap();
+    assert_eq!(results, (0..n).map(|i| i * 3).collect::<Vec<_>>(), "{id}");
+    let events = common::read_all(client, id, 1000).await;
+    assert_eq!(summary(&events), expected_stream(n), "the stream of {id}");
+    assert_eq!(meta.stream_len, 2 * n);
+}
+
+fn is_database_error(e: &Error) -> bool {
+    matches!(e, Error::Store(StoreError::Database(_)))
+}
+
+// ---------------------------------------------------------------- SQLite
+
+/// Files made immutable (`chattr +i`) until dropped.
+struct ReadOnly(Vec<PathBuf>);
+
+impl ReadOnly {
+    /// Makes `files` immutable; `None` if this machine does not allow it.
+    fn make(files: &[PathBuf]) -> Option<Self> {
+        let mut done = Self(Vec::new());
+        for file in files {
+            let ok = Command::new("chattr")
+                .arg("+i")
+                .arg(file)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                return None;
+            }
+            done.0.push(file.clone());
+        }
+        Some(done)
+    }
+
+    /// Makes the files writable again.
+    fn clear(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        for file in self.0.drain(..) {
+            let status = Command::new("chattr").arg("-i").arg(&file).status();
+            assert!(status.is_ok_and(|s| s.success()), "chattr -i {}", file.display());
+        }
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn skipped_without_chattr() {
+    eprintln!(
+        "skipped: chattr +i is not permitted here (it needs root or CAP_LINUX_IMMUTABLE and a file \
+         system with file attributes), so the read-only SQLite test does not run"
+    );
+}
+
+fn database_files(db: &Path) -> Vec<PathBuf> {
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    vec![db.to_owned(), wal]
+}
+
+async fn open_sqlite(path: &Path) -> Arc<dyn Store> {
+    let options =
+        SqliteStoreOptions::file(path.to_str().unwrap()).poll_interval(Some(Duration::from_millis(50)));
+    Arc::new(SqliteStore::with_options(options).await.expect("sqlite store"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_file_that_becomes_read_only_fails_turns_clearly_and_they_are_retried_once_it_is_writable() {
+    let logs = LogCapture::install();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("faults.db");
+    let faulty = Arc::new(FaultyStore::new(open_sqlite(&path).await));
+    let store: Arc<dyn Store> = faulty.clone();
+    let gate = Gate::new();
+    let worker = Worker::start(store.clone(), registry(Duration::ZERO, Some((2, gate.clone())))).unwrap();
+    let client = Client::new(store.clone());
+
+    // A run that finishes before the fault, and one that is in step 2 when
+    // the file becomes read-only.
+    let done = client.start("steps", &3u64).await.unwrap();
+    gate.open(1);
+    assert_complete(&client, &done, 3).await;
+    let id = client.start("steps", &5u64).await.unwrap();
+    common::wait_stream_len(&client, &id, 5).await;
+
+    let Some(read_only) = ReadOnly::make(&database_files(&path)) else {
+        skipped_without_chattr();
+        gate.open(1);
+        worker.shutdown().await.unwrap();
+        return;
+    };
+    let errors_before = faulty.errors().len();
+
+    // A client write fails with a typed error; reads go on.
+    let err = client.start("steps", &1u64).await.unwrap_err();
+    assert!(is_database_error(&err), "{err:?}");
+    assert!(
+        err.to_string().starts_with("database error: "),
+        "a clear message: {err}"
+    );
+    assert_eq!(client.get_instance(&id).await.unwrap().unwrap().stream_len, 5);
+
+    // The activity of step 2 ends; the turn with its result cannot be
+    // written, is logged, and is tried again.
+    gate.open(1);
+    common::eventually("failed commits retried", || {
+        let failed = faulty.errors()[errors_before..]
+            .iter()
+            .filter(|e| e.starts_with("Database: "))
+            .count();
+        async move { (failed >= 3).then_some(()) }
+    })
+    .await;
+    let logged = logs.matching(&["could not commit orchestration turns", "database error"]);
+    assert!(
+        !logged.is_empty(),
+        "the failed commit is logged: {:?}",
+        logs.lines()
+    );
+    let meta = client.get_instance(&id).await.unwrap().unwrap();
+    assert_eq!(meta.status, RuntimeStatus::Running);
+    assert_eq!(meta.stream_len, 5, "nothing of the failed turns is visible");
+
+    // Writable again: the turn is retried and the run completes; nothing
+    // written before the fault is lost.
+    read_only.clear();
+    assert_complete(&client, &id, 5).await;
+    assert_complete(&client, &done, 3).await;
+    let later = client.start("steps", &2u64).await.unwrap();
+    assert_complete(&client, &later, 2).await;
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_store_opened_on_a_read_only_file_gives_typed_errors_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("opened-read-only.db");
+    // A database with one finished run, closed.
+    {
+        let store = open_sqlite(&path).await;
+        let worker = Worker::start(store.clone(), registry(Duration::ZERO, None)).unwrap();
+        let client = Client::new(store.clone());
+        let id = client
+            .start_with(
+                StartOptions::new("steps", &2u64)
+                    .unwrap()
+                    .instance_id(common::iid("before")),
+            )
+            .await
+            .unwrap();
+        assert_complete(&client, &id, 2).await;
+        worker.shutdown().await.unwrap();
+    }
+    let Some(read_only) = ReadOnly::make(&database_files(&path)) else {
+        skipped_without_chattr();
+        return;
+    };
+
+    // Opening may fail, with a typed error; or succeed, and then writes
+    // fail with a typed error while reads work.
+    let options =
+        SqliteStoreOptions::file(path.to_str().unwrap()).poll_interval(Some(Duration::from_millis(50)));
+    let store: Arc<dyn Store> = match SqliteStore::with_options(options).await {
+        Err(e) => {
+            assert!(
+                matches!(e, StoreError::Database(_) | StoreError::Migration(_)),
+                "{e:?}"
+            );
+            read_only.clear();
+            open_sqlite(&path).await
+        }
+        Ok(store) => {
+            let store: Arc<dyn Store> = Arc::new(store);
+            let client = Client::new(store.clone());
+            let before = client
+                .get_instance(&common::iid("before"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(before.status, RuntimeStatus::Completed);
+            let err = client.start("steps", &1u64).await.unwrap_err();
+            assert!(is_database_error(&err), "{err:?}");
+            read_only.clear();
+            store
+        }
+    };
+    // Writable again: the same store works, and nothing was lost.
+    let worker = Worker::start(store.clone(), registry(Duration::ZERO, None)).unwrap();
+    let client = Client::new(store.clone());
+    let id = client.start("steps", &3u64).await.unwrap();
+    assert_complete(&client, &id, 3).await;
+    assert_complete(&client, &common::iid("before"), 2).await;
+    worker.shutdown().await.unwrap();
+}
+
+// ------------------------------------------------------------ PostgreSQL
+
+struct Postgres {
+    url: String,
+    schema: String,
+}
+
+impl Postgres {
+    fn new(prefix: &str) -> Option<Self> {
+        let Ok(url) = std::env::var(URL_ENV) else {
+            eprintln!("skipped: {URL_ENV} is not set, so this PostgreSQL fault test does not run");
+            return None;
+        };
+        let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        Some(Self { url, schema })
+    }
+
+    /// A store whose connections carry `application_name`, if given.
+    async fn open(&self, application_name: Option<&str>) -> Arc<dyn Store> {
+        let url = match application_name {
+            Some(name) => {
+                let sep = if self.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}application_name={name}", self.url)
+            }
+            None => self.url.clone(),
+        };
+        let options = PostgresStoreOptions::new(url)
+            .schema(&self.schema)
+            .max_connections(6)
+            .poll_interval(Some(Duration::from_millis(200)));
+        Arc::new(
+            PostgresStore::with_options(options)
+                .await
+                .expect("postgres store"),
+        )
+    }
+
+    async fn cleanup(self) {
+        let pool = sqlx::PgPool::connect(&self.url)
+            .await
+            .expect("connect for cleanup");
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .execute(&pool)
+            .await
+            .expect("drop the test schema");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_dropped_mid_turn_give_typed_errors_and_every_run_completes_once() {
+    let Some(pg) = Postgres::new("drop") else { return };
+    let logs = LogCapture::install();
+    let name = format!("worker_{}", pg.schema);
+    let faulty = Arc::new(FaultyStore::new(pg.open(Some(&name)).await));
+    let worker_store: Arc<dyn Store> = faulty.clone();
+    let worker = Worker::start_with(
+        worker_store,
+        registry(Duration::from_millis(10), None),
+        WorkerOptions::new().lease(Duration::from_secs(2)),
+    )
+    .unwrap();
+    // The client and the checks use connections of their own.
+    let store = pg.open(None).await;
+    let client = Client::new(store.clone());
+    const RUNS: u64 = 20;
+    const STEPS: u64 = 8;
+    let mut ids = Vec::new();
+    for _ in 0..RUNS {
+        ids.push(client.start("steps", &STEPS).await.unwrap());
+    }
+
+    // Terminate the worker's connections again and again for a while.
+    let killer = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let mut terminated = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < until {
+        let rows: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&name)
+        .fetch_all(&killer)
+        .await
+        .unwrap();
+        terminated += rows.iter().filter(|(done,)| *done).count();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(terminated > 0, "the worker's connections were terminated");
+
+    for id in &ids {
+        assert_complete(&client, id, STEPS).await;
+    }
+    let errors = faulty.errors();
+    assert!(
+        errors.iter().any(|e| e.starts_with("Database: ")),
+        "the worker saw typed database errors: {errors:?}"
+    );
+    assert!(
+        errors.iter().all(|e| e.starts_with("Database: ")),
+        "only database errors: {errors:?}"
+    );
+    assert!(
+        !logs.matching(&["worker", "database error"]).is_empty(),
+        "the errors were logged: {:?}",
+        logs.lines()
+    );
+    // The worker still takes new work.
+    let late = client.start("steps", &2u64).await.unwrap();
+    assert_complete(&client, &late, 2).await;
+
+    worker.shutdown().await.unwrap();
+    drop(client);
+    drop(store);
+    killer.close().await;
+    pg.cleanup().await;
+}
+
+// ------------------------------------------------ lost commit answers
+
+/// Three commits that schedule activities are written but reported as
+/// failed; every run must still complete exactly once.
+async fn lost_commit_answers(store: Arc<dyn Store>) {
+    let faulty = Arc::new(FaultyStore::new(store.clone()));
+    let worker_store: Arc<dyn Store> = faulty.clone();
+    faulty.lose_commit_acks(3);
+    let worker = Worker::start_with(
+        worker_store,
+        registry(Duration::ZERO, None),
+        WorkerOptions::new().lease(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let client = Client::new(store);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(client.start("steps", &4u64).await.unwrap());
+    }
+    for id in &ids {
+        assert_complete(&client, id, 4).await;
+    }
+    assert_eq!(faulty.lost_acks(), 3, "three answers were lost");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_commit_whose_answer_is_lost_neither_stalls_nor_doubles_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    lost_commit_answers(open_sqlite(&dir.path().join("lost.db")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_commit_whose_answer_is_lost_neither_stalls_nor_doubles_the_run() {
+    let Some(pg) = Postgres::new("lost") else { return };
+    lost_commit_answers(pg.open(None).await).await;
+    pg.cleanup().await;
+}
