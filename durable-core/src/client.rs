@@ -177,7 +177,7 @@ impl Client {
         let changes = self.store.changes().subscribe(instance_id);
         let mut backoff = Backoff::new(self.store.poll_interval());
         loop {
-            let notified = changes.notified();
+            let notified = changes.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let metadata = self

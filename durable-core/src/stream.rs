@@ -106,17 +106,36 @@ pub(crate) fn watch(
 ) -> impl Stream<Item = Result<StreamEvent>> + Send + 'static {
     const PAGE: u32 = 1_000;
     async_stream::try_stream! {
-        let changes = store.changes().subscribe(&instance_id);
+        let feed = store.changes().subscribe(&instance_id);
         let mut backoff = Backoff::new(store.poll_interval());
         let mut cursor = after;
+        // The last event yielded: events this process commits after it are
+        // handed over in memory (see ChangeFeed::publish).
+        let mut last: Option<StreamEvent> = None;
         loop {
-            let notified = changes.notified();
+            let notified = feed.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if let Some(seen) = &last {
+                let recent = feed.after(seen, PAGE as usize);
+                if !recent.events.is_empty() {
+                    for event in recent.events {
+                        cursor = event.seq;
+                        last = Some(event.clone());
+                        yield event;
+                    }
+                    backoff.reset();
+                    continue;
+                }
+                if recent.finished {
+                    break;
+                }
+            }
             let page = read_page(store.as_ref(), &instance_id, cursor, PAGE).await?;
             let got = page.events.len();
             cursor = page.next_cursor;
             for event in page.events {
+                last = Some(event.clone());
                 yield event;
             }
             if page.finished {

@@ -138,6 +138,7 @@ conformance!(
     a_stalled_workers_late_commit_is_rejected,
     the_store_refuses_a_duplicate_emit,
     bad_operations_get_typed_errors,
+    a_reused_id_streams_its_new_events,
 );
 
 // ---------------------------------------------------------------------------
@@ -662,4 +663,58 @@ async fn bad_operations_get_typed_errors(b: &Backend) {
     assert_eq!(meta.failure.unwrap().error_type, "UnknownOrchestration");
     client.terminate(&running, None).await.unwrap();
     worker.shutdown().await.unwrap();
+}
+
+async fn named_burst(ctx: OrchestrationContext, (name, n): (String, u64)) -> Result<u64, OrchestrationError> {
+    for i in 0..n {
+        ctx.emit_event(&name, &i)?;
+        if name == "new" && i == 0 {
+            ctx.wait_for_external_event::<()>("go").await?;
+        }
+    }
+    Ok(n)
+}
+
+/// Watchers of an id whose instance was purged and started again get the
+/// new instance's events, whatever this process remembers of the old one:
+/// here the old events were handed over in memory by this process, and the
+/// new instance was made by another.
+async fn a_reused_id_streams_its_new_events(b: &Backend) {
+    let with_burst = || registry().orchestration("named_burst", named_burst);
+    let id = InstanceId::new("reused").unwrap();
+    let start = |name: &str, n: u64| {
+        StartOptions::new("named_burst", &(name.to_owned(), n))
+            .unwrap()
+            .instance_id(id.clone())
+    };
+    // This process keeps what it commits for the id's watchers.
+    let _remembered = b.store.changes().subscribe(&id);
+    let worker = Worker::start(b.store.clone(), with_burst()).unwrap();
+    let client = Client::new(b.store.clone());
+    client.start_with(start("old", 5)).await.unwrap();
+    let old: Vec<_> = client.watch_events(&id, 0).map(|e| e.unwrap()).collect().await;
+    assert_eq!(old.len(), 5);
+    worker.shutdown().await.unwrap();
+
+    // Another process purges the id and starts it again.
+    let other = b.reopen().await;
+    let other_worker = Worker::start(other.clone(), with_burst()).unwrap();
+    let other_client = Client::new(other);
+    other_client.purge(&id).await.unwrap();
+    other_client.start_with(start("new", 3)).await.unwrap();
+
+    let mut watch = client.watch_events(&id, 0);
+    let first = tokio::time::timeout(WAIT, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.seq, first.name.as_str()), (1, "new"));
+    other_client.raise_event(&id, "go", &()).await.unwrap();
+    let rest: Vec<_> = tokio::time::timeout(WAIT, watch.map(|e| e.unwrap()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let expected: Vec<_> = (1..3u64).map(|i| (i + 1, "new".to_owned(), json!(i))).collect();
+    assert_eq!(summary(&rest), expected);
+    other_worker.shutdown().await.unwrap();
 }

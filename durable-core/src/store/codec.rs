@@ -274,3 +274,39 @@ pub(crate) fn list_page(mut instances: Vec<InstanceMetadata>, page_size: i64) ->
         continuation,
     }
 }
+
+/// Tells the watchers in this process what the committed turns of a batch
+/// did: their new stream events (handed over in memory) and status.
+pub(crate) fn publish_turns(
+    changes: &super::ChangeFeed,
+    turns: &[TurnCommit],
+    outcomes: &[super::TurnOutcome],
+) {
+    for (turn, outcome) in turns.iter().zip(outcomes) {
+        if *outcome != super::TurnOutcome::Committed {
+            continue;
+        }
+        let Some(update) = &turn.update else {
+            changes.notify_instance(&turn.instance_id);
+            continue;
+        };
+        changes.publish(&turn.instance_id, update.status, update.stream_seq, || {
+            let events: Option<Vec<StreamEvent>> = turn
+                .stream
+                .iter()
+                .map(|e| {
+                    Some(StreamEvent {
+                        instance_id: turn.instance_id.clone(),
+                        seq: e.seq,
+                        name: e.name.clone(),
+                        payload: serde_json::from_str(&e.payload).ok()?,
+                        emitted_at: from_ms(ms(e.emitted_at)),
+                        execution_id: e.execution_id.clone(),
+                    })
+                })
+                .collect();
+            // A payload that does not read back is left to the database.
+            events.unwrap_or_default()
+        });
+    }
+}

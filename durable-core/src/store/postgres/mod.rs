@@ -29,8 +29,8 @@ use sqlx::{Postgres, Row};
 
 use super::codec::{
     db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, list_page,
-    list_query, message_event, metadata_of, ms, now_ms, state_of, status_of, stream_event_of, to_json,
-    Columns,
+    list_query, message_event, metadata_of, ms, now_ms, publish_turns, state_of, status_of, stream_event_of,
+    to_json, Columns,
 };
 use super::{
     ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
@@ -201,14 +201,20 @@ impl PostgresStore {
 
     /// Tells this process's waiters and the other processes what changed.
     fn announce(&self, change: Change) {
+        for id in &change.instances {
+            self.changes.notify_instance(id);
+        }
+        self.announce_work(change);
+    }
+
+    /// Like [`announce`](Self::announce), but the instances' watchers in
+    /// this process were told already.
+    fn announce_work(&self, change: Change) {
         if change.orchestration_work {
             self.changes.notify_orchestration_work();
         }
         if change.activity_work {
             self.changes.notify_activity_work();
-        }
-        for id in &change.instances {
-            self.changes.notify_instance(id);
         }
         self.notifier.send(change);
     }
@@ -295,7 +301,8 @@ impl PostgresStore {
         let mut tx = self.begin().await?;
         let (outcomes, change) = write::commit_batch(&mut tx, owner, lease_end(lease), now, &batch).await?;
         tx.commit().await.map_err(db)?;
-        self.announce(change);
+        publish_turns(&self.changes, &batch.turns, &outcomes);
+        self.announce_work(change);
         Ok(outcomes)
     }
 
@@ -383,6 +390,7 @@ impl Store for PostgresStore {
             writes.execute(&mut tx, now_ms()).await?;
             tx.commit().await.map_err(db)?;
             if outcome == CreateOutcome::Created {
+                self.changes.reset_instance(&instance.instance_id);
                 self.announce(Change::work(Some(instance.instance_id.clone())));
             }
             Ok(outcome)
@@ -590,6 +598,7 @@ impl Store for PostgresStore {
             };
             tx.commit().await.map_err(db)?;
             if outcome == PurgeOutcome::Purged {
+                self.changes.reset_instance(instance_id);
                 self.announce(Change::instance(instance_id.clone()));
             }
             Ok(outcome)

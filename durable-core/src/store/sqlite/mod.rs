@@ -32,8 +32,8 @@ mod write;
 
 use super::codec::{
     db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, list_page,
-    list_query, message_event, metadata_of, ms, now_ms, state_of, status_of, stream_event_of, to_json,
-    u64_of, Columns,
+    list_query, message_event, metadata_of, ms, now_ms, publish_turns, state_of, status_of, stream_event_of,
+    to_json, u64_of, Columns,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -389,11 +389,7 @@ impl SqliteStore {
         if wake.activities {
             self.changes.notify_activity_work();
         }
-        for (turn, outcome) in batch.turns.iter().zip(&outcomes) {
-            if *outcome == TurnOutcome::Committed {
-                self.changes.notify_instance(&turn.instance_id);
-            }
-        }
+        publish_turns(&self.changes, &batch.turns, &outcomes);
         Ok(outcomes)
     }
 
@@ -570,7 +566,7 @@ impl Store for SqliteStore {
             match sql.commit(&mut conn).await {
                 Ok(()) => {
                     self.changes.notify_orchestration_work();
-                    self.changes.notify_instance(&instance.instance_id);
+                    self.changes.reset_instance(&instance.instance_id);
                     return Ok(CreateOutcome::Created);
                 }
                 Err(StoreError::Conflict(_)) => drop(conn),
@@ -584,7 +580,7 @@ impl Store for SqliteStore {
             tx.commit().await.map_err(db)?;
             if outcome == CreateOutcome::Created {
                 self.changes.notify_orchestration_work();
-                self.changes.notify_instance(&instance.instance_id);
+                self.changes.reset_instance(&instance.instance_id);
             }
             Ok(outcome)
         }
@@ -779,7 +775,7 @@ impl Store for SqliteStore {
             };
             tx.commit().await.map_err(db)?;
             if outcome == PurgeOutcome::Purged {
-                self.changes.notify_instance(instance_id);
+                self.changes.reset_instance(instance_id);
             }
             Ok(outcome)
         }
