@@ -1,6 +1,6 @@
 //! The worker processes of the benchmark (`bench --worker-process ...`):
-//! a worker with the examples' registry on the scenario's database, until
-//! killed.
+//! a worker with the examples' registry (and the `stream_live` scenario's
+//! orchestration) on the scenario's database, until killed.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -34,7 +34,8 @@ pub(crate) async fn run(args: Vec<String>) -> ExitCode {
         Ok(store) => store,
         Err(e) => return fail(&e),
     };
-    let _worker = match Worker::start(store, durable_workspace::register(Registry::new())) {
+    let registry = crate::scenarios::ticker_registry(durable_workspace::register(Registry::new()));
+    let _worker = match Worker::start(store, registry) {
         Ok(worker) => worker,
         Err(e) => return fail(&e),
     };
