@@ -1,6 +1,8 @@
-//! Serves the runtime over HTTP: a worker running the sample
-//! orchestrations, and the HTTP API (with the live stream as Server-Sent
-//! Events) on 127.0.0.1:8080. See docs/http.md for curl commands.
+//! Serves the runtime over HTTP: a worker running the example workflows
+//! (document processing, human approval) and the sample orchestrations,
+//! and the HTTP API (with the live stream as Server-Sent Events, and the
+//! workflows' pending requests) on 127.0.0.1:8080. See docs/http.md for
+//! curl commands.
 //!
 //! ```text
 //! cargo run --release --example serve -- [--db URL] [--bind ADDR] [--token TOKEN]
@@ -26,9 +28,11 @@ const USAGE: &str = "usage: serve [--db URL] [--bind ADDR] [--token TOKEN]
                  (default: the environment variable DURABLE_HTTP_TOKEN)
   -h, --help     this text";
 
-/// The orchestrations this server runs. A new sample is one line here.
+/// The orchestrations this server runs: the example workflows (document
+/// processing, human approval) and the plain samples. A new one is one
+/// line here.
 fn registry() -> Registry {
-    Registry::new()
+    durable_workspace::register(Registry::new())
         .merge(samples::hello_cities())
         .merge(samples::approval_flow())
 }
@@ -103,11 +107,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::connect(&args.db)
-            .await
-            .map_err(|e| format!("cannot open {}: {e}", args.db))?,
-    );
+    let store: Arc<dyn Store> = durable_workspace::open_store(&args.db)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", args.db))?;
     let registry = registry();
     let names: Vec<String> = registry
         .orchestration_names()

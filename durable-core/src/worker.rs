@@ -690,6 +690,7 @@ impl Dispatcher {
                                 name: activity.name.clone(),
                                 input: activity.input.clone(),
                                 attempt: 1,
+                                input_error: None,
                             });
                         }
                     }
@@ -722,6 +723,7 @@ impl Dispatcher {
                                 name: activity.name.clone(),
                                 input: activity.input.clone(),
                                 attempt: 1,
+                                input_error: None,
                             });
                         }
                     }
@@ -823,8 +825,12 @@ async fn execute_activity(registry: &Registry, item: ActivityWorkItem) -> Activi
         task_id: item.key.task_id,
         attempt: item.attempt,
     };
-    let result = match registry.activities.get(&item.name) {
-        Some(f) => match std::panic::AssertUnwindSafe(f(ctx, item.input))
+    let result = match (item.input_error, registry.activities.get(&item.name)) {
+        (Some(reason), _) => Err(FailureDetails::new(
+            "CorruptWorkItem",
+            format!("activity '{}' cannot run: {reason}", item.name),
+        )),
+        (None, Some(f)) => match std::panic::AssertUnwindSafe(f(ctx, item.input))
             .catch_unwind()
             .await
         {
@@ -838,7 +844,7 @@ async fn execute_activity(registry: &Registry, item: ActivityWorkItem) -> Activi
                 ),
             )),
         },
-        None => Err(FailureDetails::new(
+        (None, None) => Err(FailureDetails::new(
             "UnknownActivity",
             format!("no activity named '{}' is registered with this worker", item.name),
         )),

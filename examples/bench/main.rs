@@ -38,7 +38,11 @@ pub(crate) struct Config {
     seconds: u64,
 }
 
-/// The scenarios run when none is named (`soak` runs only when named).
+/// Scenarios that run only when named: the soak, and the bare database's
+/// commit rate.
+const EXTRA: [&str; 2] = ["soak", "commit_rate"];
+
+/// The scenarios run when none is named.
 const ALL: [&str; 7] = [
     "pipeline",
     "pipeline_concurrent",
@@ -83,10 +87,11 @@ fn parse_args() -> Result<Config, String> {
             }
             "--scenario" => {
                 let name = value("--scenario")?;
-                if !ALL.contains(&name.as_str()) && name != "soak" {
+                if !ALL.contains(&name.as_str()) && !EXTRA.contains(&name.as_str()) {
                     return Err(format!(
-                        "unknown scenario {name:?} (expected one of {}, soak)",
-                        ALL.join(", ")
+                        "unknown scenario {name:?} (expected one of {}, {})",
+                        ALL.join(", "),
+                        EXTRA.join(", ")
                     ));
                 }
                 config.scenarios.push(name);
@@ -98,8 +103,9 @@ fn parse_args() -> Result<Config, String> {
                      --workers N runs the pipeline scenarios on N worker processes (default 1: in this process);\n\
                      --repeat N runs each scenario N times and adds a line of the medians;\n\
                      --seconds N is how long soak runs (default 60).\n\
-                     scenarios: {} (all by default), and soak",
-                    ALL.join(", ")
+                     scenarios: {} (all by default), and {}",
+                    ALL.join(", "),
+                    EXTRA.join(", ")
                 ))
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),

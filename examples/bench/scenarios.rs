@@ -29,6 +29,7 @@ pub(crate) async fn run(name: &str, config: &Config) -> Result<Figures, BoxError
         "status_vs_stream" => status_vs_stream(config).await,
         "idle_instances" => idle_instances(config).await,
         "soak" => crate::soak::run(config).await,
+        "commit_rate" => commit_rate(config).await,
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
@@ -477,5 +478,69 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
     }
     f.insert("seconds".into(), round(seconds, 3));
     db.cleanup().await?;
+    Ok(f)
+}
+
+/// The floor under every figure above: transactions per second of the
+/// bare database through sqlx on this machine, one 2 KiB row each (SQLite
+/// in WAL mode with the configured synchronous setting, or PostgreSQL).
+async fn commit_rate(config: &Config) -> Result<Figures, BoxError> {
+    const COMMITS: u32 = 2_000;
+    let row = "x".repeat(2048);
+    let (seconds, backend) = match config.backend.as_str() {
+        "postgres" => {
+            let pool = sqlx::PgPool::connect(&config.postgres_url).await?;
+            let table = format!("bench_commit_rate_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(&format!(
+                "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, body TEXT)"
+            ))
+            .execute(&pool)
+            .await?;
+            let started = Instant::now();
+            for _ in 0..COMMITS {
+                sqlx::query(&format!("INSERT INTO {table} (body) VALUES ($1)"))
+                    .bind(&row)
+                    .execute(&pool)
+                    .await?;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            sqlx::query(&format!("DROP TABLE {table}")).execute(&pool).await?;
+            (seconds, "postgres")
+        }
+        _ => {
+            use sqlx::ConnectOptions;
+            let dir = tempfile::tempdir()?;
+            let sync = match config.synchronous {
+                durable_core::store::Synchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,
+                durable_core::store::Synchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
+            };
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.path().join("rate.db"))
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sync)
+                .connect()
+                .await?;
+            sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+                .execute(&mut conn)
+                .await?;
+            let started = Instant::now();
+            for _ in 0..COMMITS {
+                sqlx::query("BEGIN IMMEDIATE; INSERT INTO t (body) VALUES (?); COMMIT")
+                    .bind(&row)
+                    .execute(&mut conn)
+                    .await?;
+            }
+            (started.elapsed().as_secs_f64(), "sqlite")
+        }
+    };
+    let mut f = Figures::new();
+    f.insert("database".into(), json!(backend));
+    f.insert("commits".into(), json!(COMMITS));
+    f.insert("commits_per_s".into(), round(f64::from(COMMITS) / seconds, 0));
+    f.insert(
+        "ms_per_commit".into(),
+        round(seconds * 1e3 / f64::from(COMMITS), 4),
+    );
     Ok(f)
 }

@@ -170,18 +170,26 @@ pub(crate) fn mean_ms(samples: &[Duration]) -> f64 {
     samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len().max(1) as f64 * 1e3
 }
 
-/// The process's resident memory now and at its peak, in bytes (Linux).
-pub(crate) fn rss_bytes() -> (u64, u64) {
+/// A field of `/proc/self/status` in bytes (Linux; 0 elsewhere).
+fn status_bytes(name: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The process's resident memory now and at its peak, in bytes.
+pub(crate) fn rss_bytes() -> (u64, u64) {
+    (status_bytes("VmRSS:"), status_bytes("VmHWM:"))
+}
+
+/// The process's resident anonymous memory (its heap and stacks, not the
+/// database file mapped into memory), in bytes.
+pub(crate) fn rss_anon_bytes() -> u64 {
+    status_bytes("RssAnon:")
 }
 
 /// Rounds a figure for printing.

@@ -64,6 +64,21 @@ pub(crate) fn message_event(text: &str, id: i64) -> HistoryEvent {
     })
 }
 
+/// The input of a stored activity work item, or why it cannot be read
+/// (the item then fails instead of stranding the items fetched with it).
+pub(crate) fn activity_input(text: &str) -> (Value, Option<String>) {
+    match serde_json::from_str(text) {
+        Ok(input) => (input, None),
+        Err(e) => {
+            let shown: String = text.chars().take(500).collect();
+            (
+                Value::Null,
+                Some(format!("the stored input cannot be read: {e}; it holds {shown}")),
+            )
+        }
+    }
+}
+
 /// A JSON array of `items`, for `IN (SELECT value FROM json_each(?))`.
 pub(crate) fn json_list<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
@@ -309,4 +324,37 @@ pub(crate) fn publish_turns(
             events.unwrap_or_default()
         });
     }
+}
+
+/// The ids of the instances a batch's writes depend on: its turns' and the
+/// sub-orchestrations they create.
+pub(crate) fn batch_instance_ids(batch: &super::CommitBatch) -> Vec<&str> {
+    let mut ids = Vec::new();
+    for turn in &batch.turns {
+        ids.push(turn.instance_id.as_str());
+        ids.extend(turn.sub_orchestrations.iter().map(|c| c.instance_id.as_str()));
+    }
+    ids
+}
+
+/// The message that tells a parent its sub-orchestration could not start,
+/// because an instance with its id exists and is `status`.
+pub(crate) fn child_exists(
+    child: &super::NewInstance,
+    status: RuntimeStatus,
+    now: i64,
+) -> Option<super::NewMessage> {
+    let parent = child.parent.as_ref()?;
+    Some(super::NewMessage {
+        instance_id: parent.instance_id.clone(),
+        execution_id: Some(parent.execution_id.clone()),
+        event: HistoryEvent::SubOrchestrationFailed {
+            id: parent.task_id,
+            failure: crate::FailureDetails::new(
+                "InstanceAlreadyExists",
+                format!("instance '{}' already exists and is {status}", child.instance_id),
+            ),
+        },
+        visible_at: from_ms(now),
+    })
 }

@@ -244,6 +244,10 @@ pub struct ActivityWorkItem {
     pub input: Value,
     /// How many times the item has been claimed, this claim included.
     pub attempt: u32,
+    /// Why the stored input could not be read (written by another version,
+    /// or damaged): the activity then fails with this reason instead of
+    /// running, and the orchestration decides what to do.
+    pub input_error: Option<String>,
 }
 
 /// The result of an activity whose orchestration the committing worker does

@@ -28,9 +28,9 @@ use sqlx::Connection;
 use sqlx::{Postgres, Row};
 
 use super::codec::{
-    db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, list_page,
-    list_query, message_event, metadata_of, ms, now_ms, publish_turns, state_of, status_of, stream_event_of,
-    to_json, Columns,
+    activity_input, db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end,
+    list_page, list_query, message_event, metadata_of, ms, now_ms, publish_turns, state_of, status_of,
+    stream_event_of, to_json, Columns,
 };
 use super::{
     ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
@@ -327,6 +327,7 @@ impl PostgresStore {
         .map_err(db)?;
         rows.iter()
             .map(|row| {
+                let (input, input_error) = activity_input(&row.text("input")?);
                 Ok(ActivityWorkItem {
                     key: ActivityKey {
                         instance_id: instance_id_of(row.text("instance_id")?)?,
@@ -334,8 +335,9 @@ impl PostgresStore {
                         task_id: u64::try_from(row.int("task_id")?).unwrap_or(0),
                     },
                     name: row.text("name")?,
-                    input: from_json(&row.text("input")?, "input")?,
+                    input,
                     attempt: u32::try_from(row.try_get::<i32, _>("attempt").map_err(db)?).unwrap_or(0),
+                    input_error,
                 })
             })
             .collect()

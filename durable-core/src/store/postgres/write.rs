@@ -10,12 +10,14 @@ use std::collections::HashMap;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::listen::Change;
-use crate::store::codec::{db, event_kind, i64_of, may_commit, ms, status_of, to_json, u64_of, InstanceRow};
+use crate::store::codec::{
+    batch_instance_ids, child_exists, db, event_kind, i64_of, may_commit, ms, status_of, to_json, u64_of,
+    InstanceRow,
+};
 use crate::store::{
     ActivityCompletion, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult, TurnCommit,
     TurnOutcome,
 };
-use crate::{FailureDetails, HistoryEvent};
 
 /// Reads and locks the rows of `ids`.
 pub(super) async fn instance_rows(
@@ -265,20 +267,8 @@ impl Writes {
         }
         for child in &turn.sub_orchestrations {
             if let CreateOutcome::AlreadyExists(status) = self.create_instance(child, rows)? {
-                if let Some(parent) = &child.parent {
-                    let failure = FailureDetails::new(
-                        "InstanceAlreadyExists",
-                        format!("instance '{}' already exists and is {status}", child.instance_id),
-                    );
-                    self.messages.push(&NewMessage {
-                        instance_id: parent.instance_id.clone(),
-                        execution_id: Some(parent.execution_id.clone()),
-                        event: HistoryEvent::SubOrchestrationFailed {
-                            id: parent.task_id,
-                            failure,
-                        },
-                        visible_at: crate::store::codec::from_ms(now),
-                    })?;
+                if let Some(message) = child_exists(child, status, now) {
+                    self.messages.push(&message)?;
                 }
             }
         }
@@ -503,11 +493,7 @@ pub(super) async fn commit_batch(
     now: i64,
     batch: &CommitBatch,
 ) -> StoreResult<(Vec<TurnOutcome>, Change)> {
-    let mut ids: Vec<&str> = Vec::new();
-    for turn in &batch.turns {
-        ids.push(turn.instance_id.as_str());
-        ids.extend(turn.sub_orchestrations.iter().map(|c| c.instance_id.as_str()));
-    }
+    let ids = batch_instance_ids(batch);
     let mut rows = if ids.is_empty() {
         HashMap::new()
     } else {

@@ -31,9 +31,9 @@ mod fast;
 mod write;
 
 use super::codec::{
-    db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end, list_page,
-    list_query, message_event, metadata_of, ms, now_ms, publish_turns, state_of, status_of, stream_event_of,
-    to_json, u64_of, Columns,
+    activity_input, db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end,
+    list_page, list_query, message_event, metadata_of, ms, now_ms, publish_turns, state_of, status_of,
+    stream_event_of, to_json, u64_of, Columns,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -481,6 +481,7 @@ impl SqliteStore {
         tx.commit().await.map_err(db)?;
         rows.iter()
             .map(|row| {
+                let (input, input_error) = activity_input(row.try_get::<&str, _>("input").map_err(db)?);
                 Ok(ActivityWorkItem {
                     key: ActivityKey {
                         instance_id: instance_id_of(row.try_get("instance_id").map_err(db)?)?,
@@ -488,8 +489,9 @@ impl SqliteStore {
                         task_id: u64_of(row.try_get("task_id").map_err(db)?),
                     },
                     name: row.try_get("name").map_err(db)?,
-                    input: from_json(row.try_get::<&str, _>("input").map_err(db)?, "input")?,
+                    input,
                     attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(db)?).unwrap_or(u32::MAX),
+                    input_error,
                 })
             })
             .collect()

@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::store::codec::{
-    db, event_kind, from_ms, i64_of, json_list, may_commit, ms, status_of, to_json, u64_of, InstanceRow,
+    batch_instance_ids, child_exists, db, event_kind, i64_of, json_list, may_commit, ms, status_of, to_json,
+    u64_of, InstanceRow,
 };
 use crate::store::{
     ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
     TurnCommit, TurnOutcome,
 };
-use crate::{FailureDetails, HistoryEvent};
 
 /// Rows per multi-row `INSERT` statement.
 const INSERT_CHUNK: usize = 200;
@@ -353,20 +353,8 @@ impl<'a> Sql<'a> {
         self.insert_messages(&turn.messages)?;
         for child in &turn.sub_orchestrations {
             if let CreateOutcome::AlreadyExists(status) = self.create_instance(child, rows)? {
-                if let Some(parent) = &child.parent {
-                    let failure = FailureDetails::new(
-                        "InstanceAlreadyExists",
-                        format!("instance '{}' already exists and is {status}", child.instance_id),
-                    );
-                    self.insert_messages(&[NewMessage {
-                        instance_id: parent.instance_id.clone(),
-                        execution_id: Some(parent.execution_id.clone()),
-                        event: HistoryEvent::SubOrchestrationFailed {
-                            id: parent.task_id,
-                            failure,
-                        },
-                        visible_at: from_ms(now),
-                    }])?;
+                if let Some(message) = child_exists(child, status, now) {
+                    self.insert_messages(&[message])?;
                 }
             }
         }
@@ -413,11 +401,7 @@ pub(super) async fn commit_batch(
     now: i64,
     batch: &CommitBatch,
 ) -> StoreResult<(Vec<TurnOutcome>, Wake)> {
-    let mut ids: Vec<&str> = Vec::new();
-    for turn in &batch.turns {
-        ids.push(turn.instance_id.as_str());
-        ids.extend(turn.sub_orchestrations.iter().map(|c| c.instance_id.as_str()));
-    }
+    let ids = batch_instance_ids(batch);
     let mut rows = if ids.is_empty() {
         HashMap::new()
     } else {
