@@ -29,7 +29,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::Store;
+use crate::store::{Position, Store};
 use crate::worker::Backoff;
 use crate::{Error, InstanceId, Result};
 
@@ -83,17 +83,28 @@ pub(crate) async fn read_page(
     after: u64,
     limit: u32,
 ) -> Result<EventPage> {
+    Ok(read(store, instance_id, after, limit).await?.0)
+}
+
+/// A page, and the instance's execution when it was read.
+async fn read(
+    store: &dyn Store,
+    instance_id: &InstanceId,
+    after: u64,
+    limit: u32,
+) -> Result<(EventPage, String)> {
     let limit = limit.clamp(1, MAX_PAGE);
     let read = store
         .read_stream(instance_id, after, limit)
         .await?
         .ok_or_else(|| Error::InstanceNotFound(instance_id.clone()))?;
     let next_cursor = read.events.last().map_or(after, |e| e.seq);
-    Ok(EventPage {
+    let page = EventPage {
         finished: read.status.is_terminal() && next_cursor >= read.stream_len,
         events: read.events,
         next_cursor,
-    })
+    };
+    Ok((page, read.execution_id))
 }
 
 /// Follows an instance's stream after `after`: the backlog first, then new
@@ -109,33 +120,41 @@ pub(crate) fn watch(
         let feed = store.changes().subscribe(&instance_id);
         let mut backoff = Backoff::new(store.poll_interval());
         let mut cursor = after;
-        // The last event yielded: events this process commits after it are
-        // handed over in memory (see ChangeFeed::publish).
-        let mut last: Option<StreamEvent> = None;
+        // Where the watcher stands: events this process commits after it
+        // are handed over in memory (see ChangeFeed::publish).
+        let mut position = Position::Unknown;
         loop {
             let notified = feed.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(seen) = &last {
-                let recent = feed.after(seen, PAGE as usize);
-                if !recent.events.is_empty() {
-                    for event in recent.events {
-                        cursor = event.seq;
-                        last = Some(event.clone());
-                        yield event;
-                    }
-                    backoff.reset();
-                    continue;
+            let recent = feed.after(&position, PAGE as usize);
+            if let Some(last) = recent.events.last() {
+                cursor = last.seq;
+                position = Position::After(last.clone());
+                for event in recent.events {
+                    yield event;
                 }
-                if recent.finished {
-                    break;
+                backoff.reset();
+                continue;
+            }
+            if recent.finished {
+                break;
+            }
+            let generation = feed.generation();
+            let (page, execution_id) = read(store.as_ref(), &instance_id, cursor, PAGE).await?;
+            cursor = page.next_cursor;
+            match page.events.last() {
+                Some(last) => position = Position::After(last.clone()),
+                None => {
+                    position = Position::CaughtUp {
+                        cursor,
+                        execution_id,
+                        generation,
+                    };
                 }
             }
-            let page = read_page(store.as_ref(), &instance_id, cursor, PAGE).await?;
             let got = page.events.len();
-            cursor = page.next_cursor;
             for event in page.events {
-                last = Some(event.clone());
                 yield event;
             }
             if page.finished {

@@ -579,9 +579,18 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
         .commit("tester", lease, batch(turn(&item, vec![(1, 0), (2, 1)])))
         .await;
     assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
+    // A long stream goes another way into SQLite (bound inserts): the keys
+    // must hold there too, even for the last row.
+    let long_ending_with = |duplicate: (u64, u64)| {
+        let mut stream: Vec<(u64, u64)> = (3..=200).map(|seq| (seq, seq - 1)).collect();
+        stream.push(duplicate);
+        stream
+    };
     for (what, stream) in [
         ("emit index 1 again", vec![(3, 1)]),
         ("seq 2 again", vec![(2, 2)]),
+        ("emit index 1 again after 198 new", long_ending_with((201, 1))),
+        ("seq 2 again after 198 new", long_ending_with((2, 200))),
     ] {
         client.raise_event(&id, "poke", &()).await.unwrap();
         let item = claim().await;
@@ -605,6 +614,22 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
             "{what}: nothing of the refused turn was written"
         );
     }
+    client.raise_event(&id, "poke", &()).await.unwrap();
+    let item = claim().await;
+    let long: Vec<(u64, u64)> = (3..=1_200).map(|seq| (seq, seq - 1)).collect();
+    let outcome = b.store.commit("tester", lease, batch(turn(&item, long))).await;
+    assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
+    let events = common::read_all(&client, &id, 1_000).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.seq, e.payload.clone()))
+            .collect::<Vec<_>>(),
+        (1..=1_200u64)
+            .map(|seq| (seq, json!(seq - 1)))
+            .collect::<Vec<_>>(),
+        "a long stream is written whole and in order"
+    );
 }
 
 async fn bad_operations_get_typed_errors(b: &Backend) {

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-pub use notify::{ChangeFeed, InstanceFeed, Recently};
+pub use notify::{ChangeFeed, InstanceFeed, Position, Recently};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};
@@ -353,6 +353,8 @@ pub struct StreamRead {
     pub status: RuntimeStatus,
     /// The instance's stream length, read before the events.
     pub stream_len: u64,
+    /// The instance's current execution, read before the events.
+    pub execution_id: String,
 }
 
 /// A storage backend.

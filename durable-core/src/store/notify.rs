@@ -29,16 +29,51 @@ pub struct InstanceFeed {
 
 #[derive(Debug, Default)]
 struct Recent {
-    /// Events with consecutive sequence numbers.
-    events: VecDeque<StreamEvent>,
+    /// Events with consecutive sequence numbers, each with the publish
+    /// that brought it.
+    events: VecDeque<Kept>,
     /// The instance's status and stream length after the last publish.
     status: Option<(RuntimeStatus, u64)>,
+    /// How many publishes there have been: never goes back, not even when
+    /// the events are forgotten.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Kept {
+    generation: u64,
+    event: StreamEvent,
+}
+
+/// Where a watcher stands in a stream, as far as the in-memory hand-over
+/// of [`InstanceFeed::after`] is concerned.
+#[derive(Debug, Clone, Default)]
+pub enum Position {
+    /// Nothing known: the watcher must read the database.
+    #[default]
+    Unknown,
+    /// The last event the watcher got. Memory continues after it only if
+    /// it holds that very event (same sequence number and execution): it
+    /// may hold the stream of an earlier instance of the same id.
+    After(StreamEvent),
+    /// A database read begun at feed `generation` found no event after
+    /// `cursor`, the instance being in execution `execution_id`. Memory
+    /// continues after it with an event `cursor + 1` of that execution
+    /// published after the read began.
+    CaughtUp {
+        /// The last sequence number read.
+        cursor: u64,
+        /// The instance's execution at the read.
+        execution_id: String,
+        /// [`InstanceFeed::generation`] when the read began.
+        generation: u64,
+    },
 }
 
 /// What [`InstanceFeed::after`] found in memory.
 #[derive(Debug, Default)]
 pub struct Recently {
-    /// Events after the watcher's last event, in order.
+    /// Events after the watcher's position, in order.
     pub events: Vec<StreamEvent>,
     /// Whether the stream is known to be over after the watcher's last
     /// event: the instance is terminal and that event is its last.
@@ -51,51 +86,95 @@ impl InstanceFeed {
         &self.notify
     }
 
-    /// Up to `limit` events after `last`, the last event a watcher got,
-    /// from memory. Memory answers only if it holds that very event (same
-    /// sequence number and execution): it may hold the stream of an earlier
-    /// instance of the same id, purged since.
-    pub fn after(&self, last: &StreamEvent, limit: usize) -> Recently {
+    /// How many commits have been published to this feed so far: take it
+    /// before a database read to place the read among the publishes (see
+    /// [`Position::CaughtUp`]).
+    pub fn generation(&self) -> u64 {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner()).generation
+    }
+
+    /// Up to `limit` events after `position`, from memory, or none if
+    /// memory cannot prove that they follow it without a gap.
+    pub fn after(&self, position: &Position, limit: usize) -> Recently {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let Some(first) = recent.events.front() else {
             return Recently::default();
         };
-        let Some(index) = last
-            .seq
-            .checked_sub(first.seq)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
-            return Recently::default();
+        let index_of = |seq: u64| {
+            seq.checked_sub(first.event.seq)
+                .and_then(|i| usize::try_from(i).ok())
         };
-        match recent.events.get(index) {
-            Some(known) if known.seq == last.seq && known.execution_id == last.execution_id => {}
-            _ => return Recently::default(),
-        }
+        let (start, finished) = match position {
+            Position::Unknown => return Recently::default(),
+            Position::After(last) => {
+                let Some(index) = index_of(last.seq) else {
+                    return Recently::default();
+                };
+                match recent.events.get(index) {
+                    Some(kept)
+                        if kept.event.seq == last.seq && kept.event.execution_id == last.execution_id => {}
+                    _ => return Recently::default(),
+                }
+                let finished = matches!(recent.status,
+                    Some((status, len)) if status.is_terminal() && last.seq >= len);
+                (index + 1, finished)
+            }
+            Position::CaughtUp {
+                cursor,
+                execution_id,
+                generation,
+            } => {
+                let Some(index) = index_of(cursor + 1) else {
+                    return Recently::default();
+                };
+                match recent.events.get(index) {
+                    Some(kept)
+                        if kept.event.seq == cursor + 1
+                            && kept.generation > *generation
+                            && kept.event.execution_id == *execution_id => {}
+                    _ => return Recently::default(),
+                }
+                (index, false)
+            }
+        };
         Recently {
             events: recent
                 .events
                 .iter()
-                .skip(index + 1)
+                .skip(start)
                 .take(limit)
-                .cloned()
+                .map(|kept| kept.event.clone())
                 .collect(),
-            finished: matches!(recent.status, Some((status, len)) if status.is_terminal() && last.seq >= len),
+            finished,
         }
     }
 
     fn publish(&self, events: Vec<StreamEvent>, status: RuntimeStatus, stream_len: u64) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.generation += 1;
+        let generation = recent.generation;
         let continues = match (recent.events.back(), events.first()) {
-            (Some(last), Some(first)) => last.seq + 1 == first.seq,
+            (Some(last), Some(first)) => last.event.seq + 1 == first.seq,
             _ => true,
         };
         if !continues {
             recent.events.clear();
         }
-        recent.events.extend(events);
-        let excess = recent.events.len().saturating_sub(RECENT);
+        // A commit's events are kept whole, however many: its watchers
+        // are about to read them.
+        let keep = RECENT.max(events.len());
+        recent
+            .events
+            .extend(events.into_iter().map(|event| Kept { generation, event }));
+        let excess = recent.events.len().saturating_sub(keep);
         recent.events.drain(..excess);
         recent.status = Some((status, stream_len));
+    }
+
+    fn forget(&self) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.events.clear();
+        recent.status = None;
     }
 }
 
@@ -175,7 +254,7 @@ impl ChangeFeed {
     /// replaced) and wakes its watchers.
     pub fn reset_instance(&self, instance_id: &InstanceId) {
         if let Some(feed) = self.feed(instance_id) {
-            *feed.recent.lock().unwrap_or_else(|e| e.into_inner()) = Recent::default();
+            feed.forget();
             feed.notify.notify_waiters();
         }
     }
@@ -213,5 +292,94 @@ impl ChangeFeed {
         for feed in all {
             feed.notify.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(seq: u64, execution_id: &str) -> StreamEvent {
+        StreamEvent {
+            instance_id: InstanceId::new("i").unwrap(),
+            seq,
+            name: "e".into(),
+            payload: json!(seq),
+            emitted_at: Utc::now(),
+            execution_id: execution_id.into(),
+        }
+    }
+
+    fn events(seqs: std::ops::RangeInclusive<u64>, execution_id: &str) -> Vec<StreamEvent> {
+        seqs.map(|seq| event(seq, execution_id)).collect()
+    }
+
+    fn seqs(found: &Recently) -> Vec<u64> {
+        found.events.iter().map(|e| e.seq).collect()
+    }
+
+    fn caught_up(cursor: u64, execution_id: &str, generation: u64) -> Position {
+        Position::CaughtUp {
+            cursor,
+            execution_id: execution_id.into(),
+            generation,
+        }
+    }
+
+    #[test]
+    fn continues_after_the_last_event_it_holds() {
+        let feed = InstanceFeed::default();
+        feed.publish(events(1..=3, "x"), RuntimeStatus::Running, 3);
+        feed.publish(events(4..=5, "x"), RuntimeStatus::Completed, 5);
+        let found = feed.after(&Position::After(event(2, "x")), 10);
+        assert_eq!(seqs(&found), [3, 4, 5]);
+        assert!(!found.finished);
+        assert!(feed.after(&Position::After(event(5, "x")), 10).finished);
+        // Not the same event (an earlier instance of the same id): no.
+        assert!(seqs(&feed.after(&Position::After(event(2, "y")), 10)).is_empty());
+        assert!(seqs(&feed.after(&Position::Unknown, 10)).is_empty());
+    }
+
+    #[test]
+    fn continues_after_a_read_only_with_events_published_since() {
+        let feed = InstanceFeed::default();
+        feed.publish(events(1..=2, "x"), RuntimeStatus::Running, 2);
+        // A read that began now found nothing after 2.
+        let read_at = feed.generation();
+        feed.publish(events(3..=4, "x"), RuntimeStatus::Running, 4);
+        assert_eq!(seqs(&feed.after(&caught_up(2, "x", read_at), 10)), [3, 4]);
+        // Events published before the read began may be of an instance
+        // that has been purged and replaced since: not trusted.
+        assert!(seqs(&feed.after(&caught_up(0, "x", read_at), 10)).is_empty());
+        // Nor events of another execution than the one the read saw.
+        assert!(seqs(&feed.after(&caught_up(2, "y", read_at), 10)).is_empty());
+        // Nor a gap.
+        assert!(seqs(&feed.after(&caught_up(1, "x", read_at + 1), 10)).is_empty());
+    }
+
+    #[test]
+    fn keeps_a_large_commit_whole_and_forgets_on_reset() {
+        let feed = InstanceFeed::default();
+        let count = RECENT as u64 * 2 + 1;
+        feed.publish(events(1..=count, "x"), RuntimeStatus::Running, count);
+        let found = feed.after(&caught_up(0, "x", 0), usize::MAX);
+        assert_eq!(seqs(&found), (1..=count).collect::<Vec<_>>());
+        feed.publish(
+            events(count + 1..=count + 1, "x"),
+            RuntimeStatus::Running,
+            count + 1,
+        );
+        assert_eq!(
+            feed.after(&Position::After(event(count, "x")), 10).events.len(),
+            1,
+            "the next commit continues the kept events"
+        );
+        feed.forget();
+        let generation = feed.generation();
+        assert!(generation >= 2, "forgetting does not rewind the generation");
+        assert!(seqs(&feed.after(&Position::After(event(count, "x")), 10)).is_empty());
     }
 }

@@ -352,7 +352,7 @@ impl PostgresStore {
         // One statement: the status and stream length come from the same
         // snapshot as the events.
         let rows = sqlx::query(
-            "SELECT i.status, i.stream_seq, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
+            "SELECT i.status, i.stream_seq, i.execution_id AS current_execution, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
              FROM instances i LEFT JOIN LATERAL (SELECT * FROM stream_events s \
              WHERE s.instance_id = i.instance_id AND s.seq > $2 ORDER BY s.seq LIMIT $3) e ON TRUE \
              WHERE i.instance_id = $1 ORDER BY e.seq",
@@ -368,6 +368,7 @@ impl PostgresStore {
         };
         let status = status_of(&first.text("status")?)?;
         let stream_len = u64::try_from(first.int("stream_seq")?).unwrap_or(0);
+        let execution_id = first.text("current_execution")?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             if row.opt_int("seq")?.is_some() {
@@ -378,6 +379,7 @@ impl PostgresStore {
             events,
             status,
             stream_len,
+            execution_id,
         }))
     }
 }

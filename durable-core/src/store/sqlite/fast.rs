@@ -5,6 +5,10 @@
 //! parameter per table, read with `json_each`). Being constant, the query
 //! is prepared once per connection and reused whatever the batch holds.
 //!
+//! A batch with many stream events (a turn that emitted thousands) sends
+//! them as bound parameters of multi-row inserts in the same transaction,
+//! which SQLite reads much faster than fields extracted from JSON.
+//!
 //! The instance rows are updated only where the version and the lease still
 //! match; if any turn's row did not match, a guard row turns the commit into
 //! a uniqueness violation, the transaction rolls back, and the store writes
@@ -15,12 +19,13 @@ use sqlx::SqliteConnection;
 
 use super::write::Wake;
 use crate::store::codec::{db, event_kind, i64_of, ms, to_json};
-use crate::store::{CommitBatch, StoreResult, TurnCommit};
+use crate::store::{CommitBatch, NewStreamEvent, StoreResult, TurnCommit};
 
 // Parameters are anonymous and bound in the order they appear: sqlx binds
 // numbered parameters of a multi-statement query wrongly when a statement
 // does not use every number below its highest.
-const COMMIT: &str = "\
+macro_rules! writes {
+    () => { "\
 BEGIN IMMEDIATE;
 UPDATE instances AS i SET status = u.value->>2, execution_id = u.value->>3, \
   input = COALESCE(u.value->>4, i.input), custom_status = u.value->>5, output = u.value->>6, \
@@ -49,7 +54,24 @@ INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, pay
   SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?);
 UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
   WHERE instance_id IN (SELECT value FROM json_each(?)) AND lock_owner = ?;
-COMMIT";
+" };
+}
+
+/// The batch in one round trip.
+const COMMIT: &str = concat!(writes!(), "COMMIT");
+
+/// The batch but its stream rows, leaving the transaction open for them.
+const WRITES: &str = writes!();
+
+/// Stream rows of a batch above which they are inserted with bound
+/// parameters after [`WRITES`] rather than extracted from JSON: SQLite
+/// extracts the fields of 10,000 rows from JSON in about 30 ms, and takes
+/// them as parameters in about 3.
+const BULK_STREAM: usize = 64;
+
+/// Stream rows per bulk `INSERT` (7 parameters each, well under SQLite's
+/// 32,766).
+const STREAM_CHUNK: usize = 500;
 
 /// The rows of a batch, by table.
 #[derive(Debug, Default)]
@@ -65,6 +87,8 @@ struct Rows {
     completions: Vec<Value>,
     stream: Vec<Value>,
     release: Vec<Value>,
+    /// Whether the stream rows go in bound inserts instead of `stream`.
+    bulk_stream: bool,
 }
 
 impl Rows {
@@ -142,6 +166,9 @@ impl Rows {
                 ms(m.visible_at),
             ]));
         }
+        if self.bulk_stream {
+            return Ok(());
+        }
         for e in &turn.stream {
             self.stream.push(json!([
                 id,
@@ -173,7 +200,11 @@ pub(super) async fn commit(
     now: i64,
     batch: &CommitBatch,
 ) -> StoreResult<Wake> {
-    let mut rows = Rows::default();
+    let bulk_stream = batch.turns.iter().map(|t| t.stream.len()).sum::<usize>() > BULK_STREAM;
+    let mut rows = Rows {
+        bulk_stream,
+        ..Rows::default()
+    };
     let mut wake = Wake::default();
     for turn in &batch.turns {
         rows.turn(owner, lease_until, now, turn)?;
@@ -199,7 +230,7 @@ pub(super) async fn commit(
     let array = |values: Vec<Value>| Value::Array(values).to_string();
     let turns = i64::try_from(rows.updates.len()).unwrap_or(i64::MAX);
     let terminal = array(rows.terminal);
-    let result = sqlx::query(COMMIT)
+    let result = sqlx::query(if bulk_stream { WRITES } else { COMMIT })
         .bind(now)
         .bind(array(rows.updates))
         .bind(owner)
@@ -221,10 +252,63 @@ pub(super) async fn commit(
         .execute(&mut *conn)
         .await
         .map_err(db);
+    let result = match result {
+        Ok(_) if bulk_stream => insert_stream(conn, batch).await,
+        other => other.map(drop),
+    };
     if let Err(e) = result {
         // Ends the transaction if it began (an error when it did not).
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         return Err(e);
     }
     Ok(wake)
+}
+
+/// Inserts the stream rows of `batch` with bound parameters and commits
+/// the transaction [`WRITES`] left open.
+async fn insert_stream(conn: &mut SqliteConnection, batch: &CommitBatch) -> StoreResult<()> {
+    let rows: Vec<(&str, &NewStreamEvent)> = batch
+        .turns
+        .iter()
+        .flat_map(|t| t.stream.iter().map(move |e| (t.instance_id.as_str(), e)))
+        .collect();
+    let full = insert_stream_sql(STREAM_CHUNK);
+    for chunk in rows.chunks(STREAM_CHUNK) {
+        let partial;
+        // Full chunks share one prepared statement; the last, shorter one
+        // is prepared for once.
+        let query = if chunk.len() == STREAM_CHUNK {
+            sqlx::query(&full)
+        } else {
+            partial = insert_stream_sql(chunk.len());
+            sqlx::query(&partial).persistent(false)
+        };
+        let query = chunk.iter().fold(query, |q, (id, e)| {
+            q.bind(*id)
+                .bind(i64_of(e.seq))
+                .bind(e.execution_id.as_str())
+                .bind(i64_of(e.emit_index))
+                .bind(e.name.as_str())
+                .bind(e.payload.as_str())
+                .bind(ms(e.emitted_at))
+        });
+        query.execute(&mut *conn).await.map_err(db)?;
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await.map_err(db)?;
+    Ok(())
+}
+
+/// A multi-row insert of `rows` stream events.
+fn insert_stream_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, \
+         emitted_at) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql
 }

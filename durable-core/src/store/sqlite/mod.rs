@@ -527,7 +527,7 @@ impl SqliteStore {
         // One statement: the instance's status and stream length come from
         // the same snapshot as the events.
         let rows = sqlx::query(
-            "SELECT i.status, i.stream_seq, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
+            "SELECT i.status, i.stream_seq, i.execution_id AS current_execution, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
              FROM instances i LEFT JOIN (SELECT * FROM stream_events WHERE instance_id = ?1 AND seq > ?2 \
              ORDER BY seq LIMIT ?3) e ON 1 = 1 WHERE i.instance_id = ?1 ORDER BY e.seq",
         )
@@ -542,6 +542,7 @@ impl SqliteStore {
         };
         let status = status_of(first.try_get::<&str, _>("status").map_err(db)?)?;
         let stream_len = u64_of(first.try_get("stream_seq").map_err(db)?);
+        let execution_id = first.text("current_execution")?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             if row.opt_int("seq")?.is_none() {
@@ -553,6 +554,7 @@ impl SqliteStore {
             events,
             status,
             stream_len,
+            execution_id,
         }))
     }
 }
