@@ -512,7 +512,7 @@ impl Dispatcher {
             release: Vec::new(),
         };
         if !batch.is_empty() {
-            if let Err(e) = store.commit(&self.owner, self.options.lease, batch).await {
+            if let Err(e) = store.commit(&self.owner, self.options.lease, &batch).await {
                 tracing::warn!(worker = %self.owner, error = %e, "could not store activity results at shutdown");
             }
         }
@@ -656,19 +656,21 @@ impl Dispatcher {
             }
             results.push((result, name));
         }
+        let mut kept = Vec::with_capacity(results.len());
+        let mut turns = Vec::with_capacity(results.len());
+        for (result, name) in results {
+            turns.push(result.commit);
+            kept.push((result.runner, name));
+        }
         let batch = CommitBatch {
-            turns: results.iter().map(|(r, _)| r.commit.clone()).collect(),
+            turns,
             completions: std::mem::take(&mut self.foreign),
             release: std::mem::take(&mut self.release),
         };
         if batch.is_empty() {
             return Ok(None);
         }
-        let outcomes = match self
-            .store
-            .commit(&self.owner, self.options.lease, batch.clone())
-            .await
-        {
+        let outcomes = match self.store.commit(&self.owner, self.options.lease, &batch).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Usually nothing was written, but the commit may also have
@@ -679,11 +681,11 @@ impl Dispatcher {
                 // written, the turn is redone and schedules them again, and
                 // a result that arrives first is taken or ignored like any
                 // repeated run (activities are at-least-once).
-                for (result, _) in &results {
-                    if !result.commit.claim_activities {
+                for commit in &batch.turns {
+                    if !commit.claim_activities {
                         continue;
                     }
-                    for activity in &result.commit.activities {
+                    for activity in &commit.activities {
                         if self.unsure.insert(activity.key.clone()) {
                             self.activities.run(ActivityWorkItem {
                                 key: activity.key.clone(),
@@ -697,37 +699,41 @@ impl Dispatcher {
                 }
                 // Deliver the handed-over results through the store next
                 // time, and give up the instances.
-                self.foreign = batch.completions;
-                self.release = batch.release;
-                for (result, _) in results {
-                    self.requeue_local(&result.commit);
-                    self.release.push(result.commit.instance_id);
+                let CommitBatch {
+                    turns,
+                    completions,
+                    release,
+                } = batch;
+                self.foreign = completions;
+                self.release = release;
+                for commit in turns {
+                    self.requeue_local(&commit);
+                    self.release.push(commit.instance_id);
                 }
                 return Err(e);
             }
         };
         self.unsure.clear();
         let mut due = None;
-        for ((result, name), outcome) in results.into_iter().zip(outcomes) {
-            let TurnResult { commit, runner, .. } = result;
+        for ((commit, (runner, name)), outcome) in batch.turns.into_iter().zip(kept).zip(outcomes) {
             match outcome {
                 TurnOutcome::Committed => {
                     if let Some(at) = commit.messages.iter().map(|m| m.visible_at).min() {
                         let at = Instant::now() + (at - now).to_std().unwrap_or_default();
                         due = Some(due.map_or(at, |d: Instant| d.min(at)));
                     }
+                    let state = state_after(&commit, &name);
                     if commit.claim_activities {
-                        for activity in &commit.activities {
+                        for activity in commit.activities {
                             self.activities.run(ActivityWorkItem {
-                                key: activity.key.clone(),
-                                name: activity.name.clone(),
-                                input: activity.input.clone(),
+                                key: activity.key,
+                                name: activity.name,
+                                input: activity.input,
                                 attempt: 1,
                                 input_error: None,
                             });
                         }
                     }
-                    let state = state_after(&commit, &name);
                     if let (Some(runner), Some(state), true) =
                         (runner, state, self.options.cache_capacity > 0)
                     {

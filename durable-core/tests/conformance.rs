@@ -498,7 +498,7 @@ async fn a_stalled_workers_late_commit_is_rejected(b: &Backend) {
     // The stalled worker wakes up and commits its stale turn.
     let outcome = b
         .store
-        .commit("stalled", lease, batch(turn(&item, vec![(1, 0)])))
+        .commit("stalled", lease, &batch(turn(&item, vec![(1, 0)])))
         .await
         .unwrap();
     assert_eq!(outcome, [TurnOutcome::Conflict]);
@@ -576,7 +576,7 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
     let item = claim().await;
     let outcome = b
         .store
-        .commit("tester", lease, batch(turn(&item, vec![(1, 0), (2, 1)])))
+        .commit("tester", lease, &batch(turn(&item, vec![(1, 0), (2, 1)])))
         .await;
     assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
     // A long stream goes another way into SQLite (bound inserts): the keys
@@ -596,7 +596,7 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
         let item = claim().await;
         let err = b
             .store
-            .commit("tester", lease, batch(turn(&item, stream)))
+            .commit("tester", lease, &batch(turn(&item, stream)))
             .await
             .expect_err(what);
         assert!(matches!(err, StoreError::Conflict(_)), "{what}: {err:?}");
@@ -617,7 +617,7 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
     client.raise_event(&id, "poke", &()).await.unwrap();
     let item = claim().await;
     let long: Vec<(u64, u64)> = (3..=1_200).map(|seq| (seq, seq - 1)).collect();
-    let outcome = b.store.commit("tester", lease, batch(turn(&item, long))).await;
+    let outcome = b.store.commit("tester", lease, &batch(turn(&item, long))).await;
     assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
     let events = common::read_all(&client, &id, 1_000).await;
     assert_eq!(

@@ -628,15 +628,12 @@ async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
     };
 
     let item = claim().await;
-    let commit = |turn: TurnCommit| {
-        store.commit(
-            "tester",
-            lease,
-            CommitBatch {
-                turns: vec![turn],
-                ..CommitBatch::default()
-            },
-        )
+    let commit = |turn: TurnCommit| async {
+        let batch = CommitBatch {
+            turns: vec![turn],
+            ..CommitBatch::default()
+        };
+        store.commit("tester", lease, &batch).await
     };
     let outcome = commit(turn(&item, vec![(1, 0), (2, 1)])).await.unwrap();
     assert_eq!(outcome, [TurnOutcome::Committed]);

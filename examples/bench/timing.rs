@@ -72,7 +72,7 @@ impl Store for TimingStore {
         &'a self,
         owner: &'a str,
         lease: Duration,
-        batch: CommitBatch,
+        batch: &'a CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>> {
         async move {
             let seqs: Vec<(InstanceId, Vec<u64>)> = batch

@@ -397,7 +397,7 @@ pub trait Store: Send + Sync + Debug + 'static {
         &'a self,
         owner: &'a str,
         lease: Duration,
-        batch: CommitBatch,
+        batch: &'a CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>>;
 
     /// Holds an instance back for `retry_after` after a turn could not be

@@ -106,7 +106,7 @@ impl FaultyStore {
         &self,
         owner: &str,
         lease: Duration,
-        batch: CommitBatch,
+        batch: &CommitBatch,
     ) -> StoreResult<Vec<TurnOutcome>> {
         let turns: Vec<(String, u64)> = batch
             .turns
@@ -181,7 +181,7 @@ impl Store for FaultyStore {
         &'a self,
         owner: &'a str,
         lease: Duration,
-        batch: CommitBatch,
+        batch: &'a CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>> {
         self.commit_inner(owner, lease, batch).boxed()
     }

@@ -295,11 +295,11 @@ impl PostgresStore {
         &self,
         owner: &str,
         lease: Duration,
-        batch: CommitBatch,
+        batch: &CommitBatch,
     ) -> StoreResult<Vec<TurnOutcome>> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        let (outcomes, change) = write::commit_batch(&mut tx, owner, lease_end(lease), now, &batch).await?;
+        let (outcomes, change) = write::commit_batch(&mut tx, owner, lease_end(lease), now, batch).await?;
         tx.commit().await.map_err(db)?;
         publish_turns(&self.changes, &batch.turns, &outcomes);
         self.announce_work(change);
@@ -469,7 +469,7 @@ impl Store for PostgresStore {
         &'a self,
         owner: &'a str,
         lease: Duration,
-        batch: CommitBatch,
+        batch: &'a CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>> {
         self.commit_inner(owner, lease, batch).boxed()
     }

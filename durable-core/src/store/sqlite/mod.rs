@@ -355,13 +355,13 @@ impl SqliteStore {
         &self,
         owner: &str,
         lease: Duration,
-        batch: CommitBatch,
+        batch: &CommitBatch,
     ) -> StoreResult<Vec<TurnOutcome>> {
         let now = now_ms();
         let lease_until = lease_end(lease);
-        let fast = if fast::applies_to(&batch) {
+        let fast = if fast::applies_to(batch) {
             let mut conn = self.writer_conn().await?;
-            match fast::commit(&mut conn, owner, lease_until, now, &batch).await {
+            match fast::commit(&mut conn, owner, lease_until, now, batch).await {
                 Ok(wake) => Some(wake),
                 // A turn's instance changed: check turn by turn.
                 Err(StoreError::Conflict(_)) => None,
@@ -378,7 +378,7 @@ impl SqliteStore {
             Some(wake) => (vec![TurnOutcome::Committed; batch.turns.len()], wake),
             None => {
                 let mut tx = self.begin().await?;
-                let written = write::commit_batch(&mut tx, owner, lease_until, now, &batch).await?;
+                let written = write::commit_batch(&mut tx, owner, lease_until, now, batch).await?;
                 tx.commit().await.map_err(db)?;
                 written
             }
@@ -660,7 +660,7 @@ impl Store for SqliteStore {
         &'a self,
         owner: &'a str,
         lease: Duration,
-        batch: CommitBatch,
+        batch: &'a CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>> {
         self.commit_inner(owner, lease, batch).boxed()
     }
