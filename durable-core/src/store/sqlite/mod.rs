@@ -9,16 +9,16 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::{
     ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
@@ -28,7 +28,10 @@ use super::{
 use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 
 mod fast;
+mod held;
 mod write;
+
+use held::{Held, HeldConn};
 
 use super::codec::{
     activity_input, db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end,
@@ -133,11 +136,13 @@ impl SqliteStoreOptions {
 /// ```
 #[derive(Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    /// The one connection that writes.
+    writer: Arc<Held>,
     /// Whether the writer connection may be new or unable to write, and
     /// is to be checked before the next write (see `check_writer`).
     check_writer: AtomicBool,
-    reader: SqlitePool,
+    /// The connections that read (for a database in memory, the writer).
+    reader: Arc<Held>,
     changes: ChangeFeed,
     poll_interval: Option<Duration>,
 }
@@ -231,7 +236,7 @@ impl SqliteStore {
     }
 
     /// The writer and reader pools, with the migrations run.
-    async fn open_pools(options: &SqliteStoreOptions) -> StoreResult<(SqlitePool, SqlitePool)> {
+    async fn open_pools(options: &SqliteStoreOptions) -> StoreResult<(Arc<Held>, Arc<Held>)> {
         let synchronous = match options.synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
             Synchronous::Normal => SqliteSynchronous::Normal,
@@ -251,7 +256,8 @@ impl SqliteStore {
                     .connect_with(connect)
                     .await
                     .map_err(db)?;
-                (pool.clone(), pool)
+                let held = Arc::new(Held::new(pool, 1));
+                (held.clone(), held)
             }
             Target::File(path) => {
                 let connect = SqliteConnectOptions::new()
@@ -282,13 +288,20 @@ impl SqliteStore {
                     .connect_with(connect.read_only(true).row_buffer_size(1024))
                     .await
                     .map_err(db)?;
-                (writer, reader)
+                let readers = options.read_connections as usize;
+                (
+                    Arc::new(Held::new(writer, 1)),
+                    Arc::new(Held::new(reader, readers)),
+                )
             }
         };
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|e| StoreError::Migration(Box::new(e)))?;
+        {
+            let mut conn = writer.get().await.map_err(db)?;
+            MIGRATOR
+                .run_direct(&mut *conn)
+                .await
+                .map_err(|e| StoreError::Migration(Box::new(e)))?;
+        }
         Ok((writer, reader))
     }
 
@@ -297,11 +310,11 @@ impl SqliteStore {
     /// read-only, and such a connection would fail every write for as long
     /// as it lives, even once the file is writable again. It is refused,
     /// so that the next write opens a new one.
-    async fn writer_conn(&self) -> StoreResult<PoolConnection<Sqlite>> {
-        let mut conn = self.writer.acquire().await.map_err(db)?;
+    async fn writer_conn(&self) -> StoreResult<HeldConn<'_>> {
+        let mut conn = self.writer.get().await.map_err(db)?;
         if self.check_writer.load(Ordering::Acquire) {
             if let Err(e) = check_writable(&mut conn).await {
-                conn.close_on_drop();
+                conn.discard();
                 return Err(db(e));
             }
             self.check_writer.store(false, Ordering::Release);
@@ -309,24 +322,27 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        if self.check_writer.load(Ordering::Acquire) {
-            drop(self.writer_conn().await?);
-        }
-        match self.writer.begin_with("BEGIN IMMEDIATE").await {
+    /// A connection for reading.
+    async fn reader_conn(&self) -> StoreResult<HeldConn<'_>> {
+        self.reader.get().await.map_err(db)
+    }
+
+    /// Begins a write transaction on the writer connection.
+    async fn begin<'c>(&self, conn: &'c mut HeldConn<'_>) -> StoreResult<Transaction<'c, Sqlite>> {
+        let discard = conn.discard_switch();
+        match SqliteConnection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await {
+            Ok(tx) => Ok(tx),
             // After a COMMIT that failed (an I/O error, a full disk) SQLite
             // has rolled the transaction back, but sqlx still counts it as
             // open and refuses every later BEGIN on the connection. Replace
             // the connection; the next write checks the new one.
             Err(e @ sqlx::Error::InvalidSavePointStatement) => {
                 tracing::warn!("replacing the SQLite writer connection after a failed commit");
-                if let Ok(mut conn) = self.writer.acquire().await {
-                    conn.close_on_drop();
-                }
+                discard.store(true, Ordering::Relaxed);
                 self.check_writer.store(true, Ordering::Release);
                 Err(db(e))
             }
-            result => result.map_err(db),
+            Err(e) => Err(db(e)),
         }
     }
 
@@ -377,7 +393,8 @@ impl SqliteStore {
         let (outcomes, wake) = match fast {
             Some(wake) => (vec![TurnOutcome::Committed; batch.turns.len()], wake),
             None => {
-                let mut tx = self.begin().await?;
+                let mut conn = self.writer_conn().await?;
+                let mut tx = self.begin(&mut conn).await?;
                 let written = write::commit_batch(&mut tx, owner, lease_until, now, batch).await?;
                 tx.commit().await.map_err(db)?;
                 written
@@ -419,7 +436,7 @@ impl SqliteStore {
         .bind(now_ms())
         .bind(owner)
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader_conn().await?)
         .await
         .map_err(db)?;
         let mut items: Vec<OrchestrationWorkItem> = Vec::new();
@@ -459,13 +476,14 @@ impl SqliteStore {
         // A cheap read first: most polls find nothing and need no write lock.
         let any: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM activities WHERE lock_expires <= ? LIMIT 1")
             .bind(now)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader_conn().await?)
             .await
             .map_err(db)?;
         if any.is_none() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
+        let mut conn = self.writer_conn().await?;
+        let mut tx = self.begin(&mut conn).await?;
         let rows = sqlx::query(
             "UPDATE activities SET lock_owner = ?, lock_expires = ?, attempt = attempt + 1 \
              WHERE rowid IN (SELECT rowid FROM activities WHERE lock_expires <= ? ORDER BY rowid LIMIT ?) \
@@ -505,7 +523,7 @@ impl SqliteStore {
              (SELECT MIN(lock_expires) FROM activities WHERE lock_expires > ?1)",
         )
         .bind(now)
-        .fetch_one(&self.reader)
+        .fetch_one(&mut *self.reader_conn().await?)
         .await
         .map_err(db)?;
         Ok([row.0, row.1, row.2].into_iter().flatten().min().map(from_ms))
@@ -513,7 +531,11 @@ impl SqliteStore {
 
     async fn list_instances_inner(&self, query: InstanceQuery) -> StoreResult<InstancePage> {
         let (mut sql, page_size) = list_query::<Sqlite>(&query)?;
-        let rows = sql.build().fetch_all(&self.reader).await.map_err(db)?;
+        let rows = sql
+            .build()
+            .fetch_all(&mut *self.reader_conn().await?)
+            .await
+            .map_err(db)?;
         let instances = rows.iter().map(metadata_of).collect::<StoreResult<Vec<_>>>()?;
         Ok(list_page(instances, page_size))
     }
@@ -534,7 +556,7 @@ impl SqliteStore {
         .bind(instance_id.as_str())
         .bind(i64_of(after))
         .bind(i64::from(limit))
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader_conn().await?)
         .await
         .map_err(db)?;
         let Some(first) = rows.first() else {
@@ -576,7 +598,8 @@ impl Store for SqliteStore {
                 Err(StoreError::Conflict(_)) => drop(conn),
                 Err(e) => return Err(e),
             }
-            let mut tx = self.begin().await?;
+            let mut conn = self.writer_conn().await?;
+            let mut tx = self.begin(&mut conn).await?;
             let mut rows = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
             let mut sql = write::Sql::new();
             let outcome = sql.create_instance(&instance, &mut rows)?;
@@ -618,7 +641,7 @@ impl Store for SqliteStore {
             let status: Option<(String,)> =
                 sqlx::query_as("SELECT status FROM instances WHERE instance_id = ?")
                     .bind(message.instance_id.as_str())
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.reader_conn().await?)
                     .await
                     .map_err(db)?;
             Ok(match status {
@@ -646,7 +669,7 @@ impl Store for SqliteStore {
             let rows: Vec<(String,)> =
                 sqlx::query_as("SELECT event FROM history WHERE instance_id = ? ORDER BY idx")
                     .bind(instance_id.as_str())
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.reader_conn().await?)
                     .await
                     .map_err(db)?;
             rows.iter()
@@ -673,7 +696,8 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let now = now_ms();
-            let mut tx = self.begin().await?;
+            let mut conn = self.writer_conn().await?;
+            let mut tx = self.begin(&mut conn).await?;
             sqlx::query(
                 "UPDATE instances SET lock_owner = NULL, lock_expires = ? \
                  WHERE instance_id = ? AND (lock_owner = ? OR lock_expires <= ?)",
@@ -703,7 +727,8 @@ impl Store for SqliteStore {
     fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let until = lease_end(lease);
-            let mut tx = self.begin().await?;
+            let mut conn = self.writer_conn().await?;
+            let mut tx = self.begin(&mut conn).await?;
             for table in ["instances", "activities"] {
                 sqlx::query(&format!(
                     "UPDATE {table} SET lock_expires = ? WHERE lock_owner = ?"
@@ -722,7 +747,8 @@ impl Store for SqliteStore {
 
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            let mut tx = self.begin().await?;
+            let mut conn = self.writer_conn().await?;
+            let mut tx = self.begin(&mut conn).await?;
             for table in ["instances", "activities"] {
                 sqlx::query(&format!(
                     "UPDATE {table} SET lock_owner = NULL, lock_expires = 0 WHERE lock_owner = ?"
@@ -751,7 +777,7 @@ impl Store for SqliteStore {
         async move {
             let row = sqlx::query("SELECT * FROM instances WHERE instance_id = ?")
                 .bind(instance_id.as_str())
-                .fetch_optional(&self.reader)
+                .fetch_optional(&mut *self.reader_conn().await?)
                 .await
                 .map_err(db)?;
             row.as_ref().map(metadata_of).transpose()
@@ -765,7 +791,8 @@ impl Store for SqliteStore {
 
     fn purge_instance<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<PurgeOutcome>> {
         async move {
-            let mut tx = self.begin().await?;
+            let mut conn = self.writer_conn().await?;
+            let mut tx = self.begin(&mut conn).await?;
             let rows = write::instance_rows(&mut tx, &[instance_id.as_str()]).await?;
             let outcome = match rows.get(instance_id.as_str()) {
                 None => PurgeOutcome::NotFound,

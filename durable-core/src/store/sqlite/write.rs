@@ -25,7 +25,7 @@ const INSERT_CHUNK: usize = 200;
 
 /// Reads the rows of `ids` inside the transaction.
 pub(super) async fn instance_rows(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     ids: &[&str],
 ) -> StoreResult<HashMap<String, InstanceRow>> {
     let rows = sqlx::query(
@@ -76,7 +76,7 @@ impl<'a> Sql<'a> {
     }
 
     /// Runs every statement.
-    pub(super) async fn execute(mut self, tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
+    pub(super) async fn execute(mut self, tx: &mut Transaction<'_, Sqlite>) -> StoreResult<()> {
         if self.statements > 0 {
             self.query.build().execute(&mut **tx).await.map_err(db)?;
         }
@@ -395,7 +395,7 @@ impl Wake {
 
 /// Writes `batch` in the open transaction; returns the turn outcomes.
 pub(super) async fn commit_batch(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     owner: &str,
     lease_until: i64,
     now: i64,
