@@ -7,6 +7,7 @@
 //! runner that survives a turn is kept by the worker (in memory) and
 //! continues with the next turn's messages without replaying anything.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -17,8 +18,8 @@ use serde_json::Value;
 
 use crate::context::{Action, Limits};
 use crate::store::{
-    ActivityCompletion, ActivityKey, InstanceState, InstanceUpdate, MessageSource, NewActivity, NewInstance,
-    NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
+    ActivityCompletion, ActivityKey, InboxMessage, InstanceState, InstanceUpdate, MessageSource, NewActivity,
+    NewInstance, NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
 };
 use crate::{
     FailureDetails, HistoryEvent, InstanceId, OrchestrationContext, ParentInstance, Registry, RuntimeStatus,
@@ -340,19 +341,16 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
         });
     }
     let mut history = Vec::new();
-    for message in messages {
+    let mut queue: VecDeque<InboxMessage> = messages.into();
+    // Messages that wait (for a resume, or for the next execution).
+    let mut waiting: Vec<InboxMessage> = Vec::new();
+    while let Some(message) = queue.pop_front() {
         let waits = (status == RuntimeStatus::Suspended && !is_control(&message.event))
             // Raised events wait for the next execution after continue-as-new.
             || (matches!(runner.outcome, Some(Outcome::ContinuedAsNew(_)))
                 && matches!(message.event, HistoryEvent::EventRaised { .. }));
         if waits {
-            // It stays in the inbox (a local activity result goes there).
-            if let MessageSource::Activity(key) = message.source {
-                deferred.push(ActivityCompletion {
-                    key,
-                    event: message.event,
-                });
-            }
+            waiting.push(message);
             continue;
         }
         consume(&mut commit, message.source);
@@ -379,6 +377,10 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
             }
             HistoryEvent::ExecutionResumed { .. } if status == RuntimeStatus::Suspended => {
                 status = RuntimeStatus::Running;
+                // What arrived while suspended comes next, in its order.
+                for waited in waiting.drain(..).rev() {
+                    queue.push_front(waited);
+                }
             }
             HistoryEvent::ExecutionSuspended { .. } | HistoryEvent::ExecutionResumed { .. } => continue,
             _ => {}
@@ -399,6 +401,15 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
         }
         if runner.apply(message.event.clone()) {
             history.push(message.event);
+        }
+    }
+    for message in waiting {
+        // It stays in the inbox (a local activity result goes there).
+        if let MessageSource::Activity(key) = message.source {
+            deferred.push(ActivityCompletion {
+                key,
+                event: message.event,
+            });
         }
     }
 

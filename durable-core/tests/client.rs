@@ -386,6 +386,35 @@ async fn suspended_instances_keep_their_messages_until_resumed() {
     rig.shutdown().await;
 }
 
+/// An event raised while an instance is suspended, and the resume after it,
+/// reach the worker in one turn (no worker ran in between): the event is
+/// delivered right after the resume, not left waiting in the inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_and_the_resume_after_it_arrive_in_one_turn() {
+    let registry = || Registry::new().orchestration("waiter", waiter);
+    let mut rig = Rig::new(registry()).await;
+    let id = rig.client.start("waiter", &json!(1)).await.unwrap();
+    wait_custom_status(&rig.client, &id, json!({ "waiting": 1 })).await;
+    rig.client.suspend(&id, None).await.unwrap();
+    wait_status(&rig.client, &id, RuntimeStatus::Suspended).await;
+    let worker = rig.worker.take().unwrap();
+    worker.shutdown().await.unwrap();
+
+    rig.client.raise_event(&id, "go", &"now").await.unwrap();
+    rig.client.resume(&id, None).await.unwrap();
+    let worker = Worker::start(rig.store.clone(), registry()).unwrap();
+    // Well within the lease (30 s) after which a forgotten message would
+    // be looked at again anyway.
+    let meta = rig
+        .client
+        .wait_for_completion(&id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
+    assert_eq!(meta.output, Some(json!({ "input": 1, "go": "now" })));
+    worker.shutdown().await.unwrap();
+}
+
 /// Suspending an instance that has not started yet either is refused with
 /// a typed error or holds the instance until it is resumed; it is never
 /// accepted and then ignored.
