@@ -16,7 +16,7 @@ use durable_core::store::{
     CommitBatch, InstanceUpdate, MessageSource, NewStreamEvent, PostgresStore, PostgresStoreOptions,
     SqliteStore, Store, TurnCommit, TurnOutcome,
 };
-use durable_core::{InstanceQuery, StoreError};
+use durable_core::{HistoryEvent, InstanceQuery, StoreError};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -139,6 +139,7 @@ conformance!(
     the_store_refuses_a_duplicate_emit,
     bad_operations_get_typed_errors,
     a_reused_id_streams_its_new_events,
+    many_turns_commit_together_whole,
 );
 
 // ---------------------------------------------------------------------------
@@ -248,6 +249,37 @@ async fn activities_timers_and_stream(b: &Backend) {
     let events = common::read_all(&client, &id, 100).await;
     assert_eq!(summary(&events), steps_stream(5));
     assert_eq!(client.get_instance(&id).await.unwrap().unwrap().stream_len, 5);
+    worker.shutdown().await.unwrap();
+}
+
+/// Sixty instances waiting when the worker starts: their turns commit in
+/// large batches (in SQLite, hundreds of history, activity and stream rows
+/// go in bound inserts rather than JSON), and every row must be there.
+async fn many_turns_commit_together_whole(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let ids = futures::future::join_all((0..60).map(|_| client.start("steps", &4u64)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+    let worker = start(&b.store, WorkerOptions::new());
+    for id in &ids {
+        assert_eq!(output::<u64>(&client, id).await, 12, "{id}");
+        let events = common::read_all(&client, id, 100).await;
+        assert_eq!(summary(&events), steps_stream(4), "{id}");
+        // The history is whole too: a replay would need every row.
+        let history = b.store.load_history(id).await.unwrap();
+        let count = |f: fn(&HistoryEvent) -> bool| history.iter().filter(|e| f(e)).count();
+        let kinds = [
+            count(|e| matches!(e, HistoryEvent::ExecutionStarted { .. })),
+            count(|e| matches!(e, HistoryEvent::ActivityScheduled { .. })),
+            count(|e| matches!(e, HistoryEvent::ActivityCompleted { .. })),
+            count(|e| matches!(e, HistoryEvent::TimerCreated { .. })),
+            count(|e| matches!(e, HistoryEvent::TimerFired { .. })),
+            count(|e| matches!(e, HistoryEvent::ExecutionCompleted { .. })),
+        ];
+        assert_eq!(kinds, [1, 4, 4, 1, 1, 1], "{id}: {history:?}");
+    }
     worker.shutdown().await.unwrap();
 }
 

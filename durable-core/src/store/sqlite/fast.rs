@@ -60,22 +60,48 @@ UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
 /// The batch in one round trip.
 const COMMIT: &str = concat!(writes!(), "COMMIT");
 
-/// The batch but its stream rows, leaving the transaction open for them.
+/// The batch but its bulk rows, leaving the transaction open for them.
 const WRITES: &str = writes!();
 
-/// Stream rows of a batch above which they are inserted with bound
-/// parameters after [`WRITES`] rather than extracted from JSON: SQLite
-/// extracts the fields of 10,000 rows from JSON in about 30 ms, and takes
-/// them as parameters in about 3.
-const BULK_STREAM: usize = 64;
+/// History, activity and stream rows of a batch above which they are
+/// inserted with bound parameters after [`WRITES`] rather than extracted
+/// from JSON: SQLite extracts the fields of 10,000 stream rows from JSON in
+/// about 30 ms, and takes them as parameters in about 3. Below it, the one
+/// round trip of [`COMMIT`] is cheaper.
+const BULK_ROWS: usize = 64;
 
-/// Stream rows per bulk `INSERT` (7 parameters each, well under SQLite's
+/// Rows per bulk `INSERT` (at most 8 parameters each, well under SQLite's
 /// 32,766).
-const STREAM_CHUNK: usize = 500;
+const BULK_CHUNK: usize = 500;
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// A history row: instance, index, event.
+type HistoryRow<'a> = (&'a str, i64, String);
+
+/// An activity work item row.
+struct ActivityRow<'a> {
+    instance_id: &'a str,
+    execution_id: &'a str,
+    task_id: i64,
+    name: &'a str,
+    input: String,
+    owner: Option<&'a str>,
+    lease_until: i64,
+    attempt: i64,
+}
+
+/// Rows inserted with bound parameters.
+#[derive(Default)]
+struct Bulk<'a> {
+    history: Vec<HistoryRow<'a>>,
+    activities: Vec<ActivityRow<'a>>,
+    stream: Vec<(&'a str, &'a NewStreamEvent)>,
+}
 
 /// The rows of a batch, by table.
-#[derive(Debug, Default)]
-struct Rows {
+#[derive(Default)]
+struct Rows<'a> {
     updates: Vec<Value>,
     new_executions: Vec<Value>,
     history: Vec<Value>,
@@ -87,12 +113,13 @@ struct Rows {
     completions: Vec<Value>,
     stream: Vec<Value>,
     release: Vec<Value>,
-    /// Whether the stream rows go in bound inserts instead of `stream`.
-    bulk_stream: bool,
+    /// History, activity and stream rows in bound inserts instead, for a
+    /// large batch.
+    bulk: Option<Bulk<'a>>,
 }
 
-impl Rows {
-    fn turn(&mut self, owner: &str, lease_until: i64, now: i64, turn: &TurnCommit) -> StoreResult<()> {
+impl<'a> Rows<'a> {
+    fn turn(&mut self, owner: &'a str, lease_until: i64, now: i64, turn: &'a TurnCommit) -> StoreResult<()> {
         let id = turn.instance_id.as_str();
         let Some(u) = &turn.update else {
             // Late messages of a terminal instance: drop them.
@@ -121,11 +148,11 @@ impl Rows {
             self.new_executions.push(json!(id));
         }
         for (i, event) in turn.history.iter().enumerate() {
-            self.history.push(json!([
-                id,
-                i64_of(turn.history_index + i as u64),
-                to_json(event)?
-            ]));
+            let idx = i64_of(turn.history_index + i as u64);
+            match &mut self.bulk {
+                Some(bulk) => bulk.history.push((id, idx, to_json(event)?)),
+                None => self.history.push(json!([id, idx, to_json(event)?])),
+            }
         }
         if terminal {
             // Nothing will consume them any more.
@@ -145,16 +172,29 @@ impl Rows {
                 (None, 0, 0)
             };
             for a in &turn.activities {
-                self.activities.push(json!([
-                    a.key.instance_id.as_str(),
-                    a.key.execution_id,
-                    i64_of(a.key.task_id),
-                    a.name,
-                    to_json(&a.input)?,
-                    claim_owner,
-                    claim_until,
+                let row = ActivityRow {
+                    instance_id: a.key.instance_id.as_str(),
+                    execution_id: &a.key.execution_id,
+                    task_id: i64_of(a.key.task_id),
+                    name: &a.name,
+                    input: to_json(&a.input)?,
+                    owner: claim_owner,
+                    lease_until: claim_until,
                     attempt,
-                ]));
+                };
+                match &mut self.bulk {
+                    Some(bulk) => bulk.activities.push(row),
+                    None => self.activities.push(json!([
+                        row.instance_id,
+                        row.execution_id,
+                        row.task_id,
+                        row.name,
+                        row.input,
+                        row.owner,
+                        row.lease_until,
+                        row.attempt,
+                    ])),
+                }
             }
         }
         for m in &turn.messages {
@@ -166,7 +206,8 @@ impl Rows {
                 ms(m.visible_at),
             ]));
         }
-        if self.bulk_stream {
+        if let Some(bulk) = &mut self.bulk {
+            bulk.stream.extend(turn.stream.iter().map(|e| (id, e)));
             return Ok(());
         }
         for e in &turn.stream {
@@ -200,9 +241,13 @@ pub(super) async fn commit(
     now: i64,
     batch: &CommitBatch,
 ) -> StoreResult<Wake> {
-    let bulk_stream = batch.turns.iter().map(|t| t.stream.len()).sum::<usize>() > BULK_STREAM;
+    let bulk_rows: usize = batch
+        .turns
+        .iter()
+        .map(|t| t.history.len() + t.activities.len() + t.stream.len())
+        .sum();
     let mut rows = Rows {
-        bulk_stream,
+        bulk: (bulk_rows > BULK_ROWS).then(Bulk::default),
         ..Rows::default()
     };
     let mut wake = Wake::default();
@@ -230,7 +275,8 @@ pub(super) async fn commit(
     let array = |values: Vec<Value>| Value::Array(values).to_string();
     let turns = i64::try_from(rows.updates.len()).unwrap_or(i64::MAX);
     let terminal = array(rows.terminal);
-    let result = sqlx::query(if bulk_stream { WRITES } else { COMMIT })
+    let bulk = rows.bulk.take();
+    let result = sqlx::query(if bulk.is_some() { WRITES } else { COMMIT })
         .bind(now)
         .bind(array(rows.updates))
         .bind(owner)
@@ -252,9 +298,9 @@ pub(super) async fn commit(
         .execute(&mut *conn)
         .await
         .map_err(db);
-    let result = match result {
-        Ok(_) if bulk_stream => insert_stream(conn, batch).await,
-        other => other.map(drop),
+    let result = match (result, bulk) {
+        (Ok(_), Some(bulk)) => insert_bulk(conn, &bulk).await,
+        (result, _) => result.map(drop),
     };
     if let Err(e) = result {
         // Ends the transaction if it began (an error when it did not).
@@ -264,26 +310,42 @@ pub(super) async fn commit(
     Ok(wake)
 }
 
-/// Inserts the stream rows of `batch` with bound parameters and commits
-/// the transaction [`WRITES`] left open.
-async fn insert_stream(conn: &mut SqliteConnection, batch: &CommitBatch) -> StoreResult<()> {
-    let rows: Vec<(&str, &NewStreamEvent)> = batch
-        .turns
-        .iter()
-        .flat_map(|t| t.stream.iter().map(move |e| (t.instance_id.as_str(), e)))
-        .collect();
-    let full = insert_stream_sql(STREAM_CHUNK);
-    for chunk in rows.chunks(STREAM_CHUNK) {
-        let partial;
-        // Full chunks share one prepared statement; the last, shorter one
-        // is prepared for once.
-        let query = if chunk.len() == STREAM_CHUNK {
-            sqlx::query(&full)
-        } else {
-            partial = insert_stream_sql(chunk.len());
-            sqlx::query(&partial).persistent(false)
-        };
-        let query = chunk.iter().fold(query, |q, (id, e)| {
+/// Inserts the bulk rows with bound parameters and commits the transaction
+/// [`WRITES`] left open.
+async fn insert_bulk(conn: &mut SqliteConnection, bulk: &Bulk<'_>) -> StoreResult<()> {
+    insert_rows(
+        conn,
+        "INSERT INTO history (instance_id, idx, event) VALUES ",
+        3,
+        &bulk.history,
+        |q, (id, idx, event)| q.bind(*id).bind(*idx).bind(event.as_str()),
+    )
+    .await?;
+    insert_rows(
+        conn,
+        "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
+         lock_expires, attempt) VALUES ",
+        8,
+        &bulk.activities,
+        |q, a| {
+            q.bind(a.instance_id)
+                .bind(a.execution_id)
+                .bind(a.task_id)
+                .bind(a.name)
+                .bind(a.input.as_str())
+                .bind(a.owner)
+                .bind(a.lease_until)
+                .bind(a.attempt)
+        },
+    )
+    .await?;
+    insert_rows(
+        conn,
+        "INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, \
+         emitted_at) VALUES ",
+        7,
+        &bulk.stream,
+        |q, (id, e)| {
             q.bind(*id)
                 .bind(i64_of(e.seq))
                 .bind(e.execution_id.as_str())
@@ -291,24 +353,43 @@ async fn insert_stream(conn: &mut SqliteConnection, batch: &CommitBatch) -> Stor
                 .bind(e.name.as_str())
                 .bind(e.payload.as_str())
                 .bind(ms(e.emitted_at))
-        });
-        query.execute(&mut *conn).await.map_err(db)?;
-    }
+        },
+    )
+    .await?;
     sqlx::query("COMMIT").execute(&mut *conn).await.map_err(db)?;
     Ok(())
 }
 
-/// A multi-row insert of `rows` stream events.
-fn insert_stream_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, \
-         emitted_at) VALUES ",
-    );
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
+/// Inserts `rows` with multi-row `INSERT`s of [`BULK_CHUNK`] rows: `head`
+/// up to `VALUES`, `columns` parameters per row, bound by `bind`.
+async fn insert_rows<R>(
+    conn: &mut SqliteConnection,
+    head: &str,
+    columns: usize,
+    rows: &[R],
+    bind: for<'q> fn(SqliteQuery<'q>, &'q R) -> SqliteQuery<'q>,
+) -> StoreResult<()> {
+    let values = |rows: usize| {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        format!("{head}{}", vec![row; rows].join(", "))
+    };
+    let full = (rows.len() >= BULK_CHUNK).then(|| values(BULK_CHUNK));
+    for chunk in rows.chunks(BULK_CHUNK) {
+        let partial;
+        // Full chunks share one prepared statement; the last, shorter one
+        // is prepared for once.
+        let query = if let (Some(full), BULK_CHUNK) = (&full, chunk.len()) {
+            sqlx::query(full)
+        } else {
+            partial = values(chunk.len());
+            sqlx::query(&partial).persistent(false)
+        };
+        chunk
+            .iter()
+            .fold(query, bind)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
     }
-    sql
+    Ok(())
 }
