@@ -140,6 +140,7 @@ conformance!(
     bad_operations_get_typed_errors,
     a_reused_id_streams_its_new_events,
     many_turns_commit_together_whole,
+    a_released_instance_is_free_for_other_workers,
 );
 
 // ---------------------------------------------------------------------------
@@ -594,6 +595,34 @@ fn turn(item: &durable_core::store::OrchestrationWorkItem, stream: Vec<(u64, u64
             })
             .collect(),
     }
+}
+
+/// A worker keeps the lease of an instance it holds in memory between
+/// turns, and gives it up with a later commit (when it evicts the instance
+/// or stops): only then may another worker take it.
+async fn a_released_instance_is_free_for_other_workers(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let id = client.start("forever", &()).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let mut items = b.store.fetch_orchestrations("keeper", lease, 10).await.unwrap();
+    assert_eq!(items.len(), 1);
+    let mut kept = turn(&items.pop().unwrap(), vec![(1, 0)]);
+    kept.keep_lease = true;
+    let outcome = b.store.commit("keeper", lease, &batch(kept)).await;
+    assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
+
+    client.raise_event(&id, "poke", &()).await.unwrap();
+    let taken = b.store.fetch_orchestrations("other", lease, 10).await.unwrap();
+    assert!(taken.is_empty(), "the instance is leased to its keeper");
+
+    let release = CommitBatch {
+        release: vec![id.clone()],
+        ..CommitBatch::default()
+    };
+    b.store.commit("keeper", lease, &release).await.unwrap();
+    let taken = b.store.fetch_orchestrations("other", lease, 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "released, the instance is free");
+    assert_eq!(taken[0].instance_id, id);
 }
 
 async fn the_store_refuses_a_duplicate_emit(b: &Backend) {

@@ -23,7 +23,10 @@ use crate::store::{CommitBatch, NewStreamEvent, StoreResult, TurnCommit};
 
 // Parameters are anonymous and bound in the order they appear: sqlx binds
 // numbered parameters of a multi-statement query wrongly when a statement
-// does not use every number below its highest.
+// does not use every number below its highest. `+i.lock_owner` keeps
+// SQLite from looking the released instances up through the index of lease
+// owners, which visits every instance the worker holds, even for an empty
+// release list (30 us per commit for 200 leases), instead of by their ids.
 macro_rules! writes {
     () => { "\
 BEGIN IMMEDIATE;
@@ -52,8 +55,8 @@ INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
   AND status NOT IN ('Completed', 'Failed', 'Terminated'));
 INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) \
   SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?);
-UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
-  WHERE instance_id IN (SELECT value FROM json_each(?)) AND lock_owner = ?;
+UPDATE instances AS i SET lock_owner = NULL, lock_expires = 0 \
+  FROM json_each(?) AS r WHERE i.instance_id = r.value AND +i.lock_owner = ?;
 " };
 }
 
