@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
+use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use crate::{InstanceId, RuntimeStatus, StreamEvent};
@@ -18,6 +19,13 @@ use crate::{InstanceId, RuntimeStatus, StreamEvent};
 /// The most recent committed events an instance's feed keeps for its
 /// watchers; a watcher further behind reads from the database.
 const RECENT: usize = 4096;
+
+/// The most events of one commit an instance's feed keeps, when that is
+/// more than [`RECENT`]: a commit's watchers are about to read them.
+const BURST: usize = 16_384;
+
+/// The most payload bytes (roughly) an instance's feed keeps.
+const MAX_KEPT_BYTES: usize = 16 << 20;
 
 /// What a process knows about one instance while someone watches it: a
 /// wake-up signal, and the stream events committed lately by this process.
@@ -37,12 +45,25 @@ struct Recent {
     /// How many publishes there have been: never goes back, not even when
     /// the events are forgotten.
     generation: u64,
+    /// The payload bytes of `events`, roughly.
+    bytes: usize,
 }
 
 #[derive(Debug)]
 struct Kept {
     generation: u64,
     event: StreamEvent,
+    bytes: usize,
+}
+
+/// About how many bytes `value` takes as JSON, without writing it out.
+fn json_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| json_size(v) + 1).sum::<usize>(),
+        Value::Object(map) => 2 + map.iter().map(|(k, v)| k.len() + 4 + json_size(v)).sum::<usize>(),
+    }
 }
 
 /// Where a watcher stands in a stream, as far as the in-memory hand-over
@@ -159,21 +180,32 @@ impl InstanceFeed {
         };
         if !continues {
             recent.events.clear();
+            recent.bytes = 0;
         }
-        // A commit's events are kept whole, however many: its watchers
-        // are about to read them.
-        let keep = RECENT.max(events.len());
-        recent
-            .events
-            .extend(events.into_iter().map(|event| Kept { generation, event }));
-        let excess = recent.events.len().saturating_sub(keep);
-        recent.events.drain(..excess);
+        // A commit's events are kept whole up to a bound: its watchers are
+        // about to read them. Watchers further behind read the database.
+        let keep = RECENT.max(events.len().min(BURST));
+        for event in events {
+            let bytes = json_size(&event.payload);
+            recent.bytes += bytes;
+            recent.events.push_back(Kept {
+                generation,
+                event,
+                bytes,
+            });
+        }
+        while recent.events.len() > keep || (recent.bytes > MAX_KEPT_BYTES && recent.events.len() > 1) {
+            if let Some(dropped) = recent.events.pop_front() {
+                recent.bytes -= dropped.bytes;
+            }
+        }
         recent.status = Some((status, stream_len));
     }
 
     fn forget(&self) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.events.clear();
+        recent.bytes = 0;
         recent.status = None;
     }
 }
@@ -358,6 +390,47 @@ mod tests {
         assert!(seqs(&feed.after(&caught_up(2, "y", read_at), 10)).is_empty());
         // Nor a gap.
         assert!(seqs(&feed.after(&caught_up(1, "x", read_at + 1), 10)).is_empty());
+    }
+
+    #[test]
+    fn keeps_a_bounded_number_of_events_and_bytes() {
+        let feed = InstanceFeed::default();
+        let count = BURST as u64 + 10;
+        feed.publish(events(1..=count, "x"), RuntimeStatus::Running, count);
+        // The last BURST events are kept: 11 to the end.
+        let kept = seqs(&feed.after(&Position::After(event(11, "x")), usize::MAX));
+        assert_eq!(
+            (kept.len(), kept.first(), kept.last()),
+            (BURST - 1, Some(&12), Some(&count))
+        );
+        assert!(seqs(&feed.after(&Position::After(event(10, "x")), 10)).is_empty());
+
+        let feed = InstanceFeed::default();
+        let big = |seq| StreamEvent {
+            payload: json!("x".repeat(1 << 20)),
+            ..event(seq, "x")
+        };
+        feed.publish((1..=40).map(big).collect(), RuntimeStatus::Running, 40);
+        // The oldest event still held is the one after which memory
+        // answers with all the later ones.
+        let oldest = (1..=40u64)
+            .find(|&k| {
+                feed.after(&Position::After(event(k, "x")), usize::MAX)
+                    .events
+                    .len() as u64
+                    == 40 - k
+            })
+            .expect("the newest event is held");
+        let kept = 40 - oldest + 1;
+        assert!(
+            (14..=16).contains(&kept),
+            "about 16 MiB of 1 MiB payloads are kept, not {kept}"
+        );
+        assert_eq!(
+            seqs(&feed.after(&Position::After(event(39, "x")), 10)),
+            [40],
+            "the newest are the ones kept"
+        );
     }
 
     #[test]
