@@ -306,18 +306,19 @@ pub(crate) fn publish_turns(
             continue;
         };
         changes.publish(&turn.instance_id, update.status, update.stream_seq, || {
-            let events: Option<Vec<StreamEvent>> = turn
+            let events: Option<Vec<(StreamEvent, usize)>> = turn
                 .stream
                 .iter()
                 .map(|e| {
-                    Some(StreamEvent {
+                    let event = StreamEvent {
                         instance_id: turn.instance_id.clone(),
                         seq: e.seq,
                         name: e.name.clone(),
                         payload: serde_json::from_str(&e.payload).ok()?,
                         emitted_at: from_ms(ms(e.emitted_at)),
                         execution_id: e.execution_id.clone(),
-                    })
+                    };
+                    Some((event, e.payload.len()))
                 })
                 .collect();
             // A payload that does not read back is left to the database.

@@ -11,7 +11,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
-use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use crate::{InstanceId, RuntimeStatus, StreamEvent};
@@ -24,7 +23,7 @@ const RECENT: usize = 4096;
 /// more than [`RECENT`]: a commit's watchers are about to read them.
 const BURST: usize = 16_384;
 
-/// The most payload bytes (roughly) an instance's feed keeps.
+/// The most payload bytes an instance's feed keeps.
 const MAX_KEPT_BYTES: usize = 16 << 20;
 
 /// What a process knows about one instance while someone watches it: a
@@ -45,7 +44,7 @@ struct Recent {
     /// How many publishes there have been: never goes back, not even when
     /// the events are forgotten.
     generation: u64,
-    /// The payload bytes of `events`, roughly.
+    /// The payload bytes of `events`.
     bytes: usize,
 }
 
@@ -54,16 +53,6 @@ struct Kept {
     generation: u64,
     event: StreamEvent,
     bytes: usize,
-}
-
-/// About how many bytes `value` takes as JSON, without writing it out.
-fn json_size(value: &Value) -> usize {
-    match value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
-        Value::String(s) => s.len() + 2,
-        Value::Array(items) => 2 + items.iter().map(|v| json_size(v) + 1).sum::<usize>(),
-        Value::Object(map) => 2 + map.iter().map(|(k, v)| k.len() + 4 + json_size(v)).sum::<usize>(),
-    }
 }
 
 /// Where a watcher stands in a stream, as far as the in-memory hand-over
@@ -170,12 +159,12 @@ impl InstanceFeed {
         }
     }
 
-    fn publish(&self, events: Vec<StreamEvent>, status: RuntimeStatus, stream_len: u64) {
+    fn publish(&self, events: Vec<(StreamEvent, usize)>, status: RuntimeStatus, stream_len: u64) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.generation += 1;
         let generation = recent.generation;
         let continues = match (recent.events.back(), events.first()) {
-            (Some(last), Some(first)) => last.event.seq + 1 == first.seq,
+            (Some(last), Some((first, _))) => last.event.seq + 1 == first.seq,
             _ => true,
         };
         if !continues {
@@ -185,8 +174,7 @@ impl InstanceFeed {
         // A commit's events are kept whole up to a bound: its watchers are
         // about to read them. Watchers further behind read the database.
         let keep = RECENT.max(events.len().min(BURST));
-        for event in events {
-            let bytes = json_size(&event.payload);
+        for (event, bytes) in events {
             recent.bytes += bytes;
             recent.events.push_back(Kept {
                 generation,
@@ -301,12 +289,14 @@ impl ChangeFeed {
     /// Hands the stream events a commit wrote to the watchers of their
     /// instance (if it has any: `events` is called only then) and wakes
     /// them; `status` and `stream_len` are the instance's after the commit.
+    /// Each event comes with the length of its payload's JSON, which bounds
+    /// what the feed keeps.
     pub fn publish(
         &self,
         instance_id: &InstanceId,
         status: RuntimeStatus,
         stream_len: u64,
-        events: impl FnOnce() -> Vec<StreamEvent>,
+        events: impl FnOnce() -> Vec<(StreamEvent, usize)>,
     ) {
         if let Some(feed) = self.feed(instance_id) {
             feed.publish(events(), status, stream_len);
@@ -349,6 +339,17 @@ mod tests {
         seqs.map(|seq| event(seq, execution_id)).collect()
     }
 
+    /// The events with the length of their payloads' JSON.
+    fn sized(events: Vec<StreamEvent>) -> Vec<(StreamEvent, usize)> {
+        events
+            .into_iter()
+            .map(|e| {
+                let bytes = e.payload.to_string().len();
+                (e, bytes)
+            })
+            .collect()
+    }
+
     fn seqs(found: &Recently) -> Vec<u64> {
         found.events.iter().map(|e| e.seq).collect()
     }
@@ -364,8 +365,8 @@ mod tests {
     #[test]
     fn continues_after_the_last_event_it_holds() {
         let feed = InstanceFeed::default();
-        feed.publish(events(1..=3, "x"), RuntimeStatus::Running, 3);
-        feed.publish(events(4..=5, "x"), RuntimeStatus::Completed, 5);
+        feed.publish(sized(events(1..=3, "x")), RuntimeStatus::Running, 3);
+        feed.publish(sized(events(4..=5, "x")), RuntimeStatus::Completed, 5);
         let found = feed.after(&Position::After(event(2, "x")), 10);
         assert_eq!(seqs(&found), [3, 4, 5]);
         assert!(!found.finished);
@@ -378,10 +379,10 @@ mod tests {
     #[test]
     fn continues_after_a_read_only_with_events_published_since() {
         let feed = InstanceFeed::default();
-        feed.publish(events(1..=2, "x"), RuntimeStatus::Running, 2);
+        feed.publish(sized(events(1..=2, "x")), RuntimeStatus::Running, 2);
         // A read that began now found nothing after 2.
         let read_at = feed.generation();
-        feed.publish(events(3..=4, "x"), RuntimeStatus::Running, 4);
+        feed.publish(sized(events(3..=4, "x")), RuntimeStatus::Running, 4);
         assert_eq!(seqs(&feed.after(&caught_up(2, "x", read_at), 10)), [3, 4]);
         // Events published before the read began may be of an instance
         // that has been purged and replaced since: not trusted.
@@ -396,7 +397,7 @@ mod tests {
     fn keeps_a_bounded_number_of_events_and_bytes() {
         let feed = InstanceFeed::default();
         let count = BURST as u64 + 10;
-        feed.publish(events(1..=count, "x"), RuntimeStatus::Running, count);
+        feed.publish(sized(events(1..=count, "x")), RuntimeStatus::Running, count);
         // The last BURST events are kept: 11 to the end.
         let kept = seqs(&feed.after(&Position::After(event(11, "x")), usize::MAX));
         assert_eq!(
@@ -410,7 +411,7 @@ mod tests {
             payload: json!("x".repeat(1 << 20)),
             ..event(seq, "x")
         };
-        feed.publish((1..=40).map(big).collect(), RuntimeStatus::Running, 40);
+        feed.publish(sized((1..=40).map(big).collect()), RuntimeStatus::Running, 40);
         // The oldest event still held is the one after which memory
         // answers with all the later ones.
         let oldest = (1..=40u64)
@@ -437,11 +438,11 @@ mod tests {
     fn keeps_a_large_commit_whole_and_forgets_on_reset() {
         let feed = InstanceFeed::default();
         let count = RECENT as u64 * 2 + 1;
-        feed.publish(events(1..=count, "x"), RuntimeStatus::Running, count);
+        feed.publish(sized(events(1..=count, "x")), RuntimeStatus::Running, count);
         let found = feed.after(&caught_up(0, "x", 0), usize::MAX);
         assert_eq!(seqs(&found), (1..=count).collect::<Vec<_>>());
         feed.publish(
-            events(count + 1..=count + 1, "x"),
+            sized(events(count + 1..=count + 1, "x")),
             RuntimeStatus::Running,
             count + 1,
         );
