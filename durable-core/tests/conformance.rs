@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use durable_core::prelude::*;
 use durable_core::store::{
-    CommitBatch, InstanceUpdate, MessageSource, NewStreamEvent, PostgresStore, PostgresStoreOptions,
-    SqliteStore, Store, TurnCommit, TurnOutcome,
+    CommitBatch, PostgresStore, PostgresStoreOptions, SqliteStore, Store, TurnCommit, TurnOutcome,
 };
 use durable_core::{HistoryEvent, InstanceQuery, StoreError};
 use futures::StreamExt;
@@ -531,7 +530,11 @@ async fn a_stalled_workers_late_commit_is_rejected(b: &Backend) {
     // The stalled worker wakes up and commits its stale turn.
     let outcome = b
         .store
-        .commit("stalled", lease, &batch(turn(&item, vec![(1, 0)])))
+        .commit(
+            "stalled",
+            lease,
+            &batch(common::emitting_turn(&item, vec![(1, 0)])),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, [TurnOutcome::Conflict]);
@@ -549,54 +552,6 @@ fn batch(turn: TurnCommit) -> CommitBatch {
     }
 }
 
-/// A turn of `item` that appends stream events `(seq, emit index)`.
-fn turn(item: &durable_core::store::OrchestrationWorkItem, stream: Vec<(u64, u64)>) -> TurnCommit {
-    let execution_id = item.state.execution_id.clone();
-    TurnCommit {
-        instance_id: item.instance_id.clone(),
-        version: item.state.version,
-        consumed: item
-            .messages
-            .iter()
-            .filter_map(|m| match m.source {
-                MessageSource::Inbox(id) => Some(id),
-                MessageSource::Activity(_) => None,
-            })
-            .collect(),
-        completed_activities: Vec::new(),
-        new_execution: false,
-        history: Vec::new(),
-        history_index: item.state.history_len,
-        update: Some(InstanceUpdate {
-            status: RuntimeStatus::Running,
-            execution_id: execution_id.clone(),
-            input: None,
-            custom_status: None,
-            output: None,
-            failure: None,
-            history_len: item.state.history_len,
-            stream_seq: item.state.stream_seq + stream.len() as u64,
-            execution_emits: item.state.execution_emits + stream.len() as u64,
-        }),
-        activities: Vec::new(),
-        claim_activities: false,
-        keep_lease: false,
-        messages: Vec::new(),
-        sub_orchestrations: Vec::new(),
-        stream: stream
-            .into_iter()
-            .map(|(seq, emit_index)| NewStreamEvent {
-                seq,
-                execution_id: execution_id.clone(),
-                emit_index,
-                name: "e".into(),
-                payload: emit_index.to_string(),
-                emitted_at: chrono::Utc::now(),
-            })
-            .collect(),
-    }
-}
-
 /// A worker keeps the lease of an instance it holds in memory between
 /// turns, and gives it up with a later commit (when it evicts the instance
 /// or stops): only then may another worker take it.
@@ -606,7 +561,7 @@ async fn a_released_instance_is_free_for_other_workers(b: &Backend) {
     let lease = Duration::from_secs(30);
     let mut items = b.store.fetch_orchestrations("keeper", lease, 10).await.unwrap();
     assert_eq!(items.len(), 1);
-    let mut kept = turn(&items.pop().unwrap(), vec![(1, 0)]);
+    let mut kept = common::emitting_turn(&items.pop().unwrap(), vec![(1, 0)]);
     kept.keep_lease = true;
     let outcome = b.store.commit("keeper", lease, &batch(kept)).await;
     assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
@@ -637,7 +592,11 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
     let item = claim().await;
     let outcome = b
         .store
-        .commit("tester", lease, &batch(turn(&item, vec![(1, 0), (2, 1)])))
+        .commit(
+            "tester",
+            lease,
+            &batch(common::emitting_turn(&item, vec![(1, 0), (2, 1)])),
+        )
         .await;
     assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
     // A long stream goes another way into SQLite (bound inserts): the keys
@@ -657,7 +616,7 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
         let item = claim().await;
         let err = b
             .store
-            .commit("tester", lease, &batch(turn(&item, stream)))
+            .commit("tester", lease, &batch(common::emitting_turn(&item, stream)))
             .await
             .expect_err(what);
         assert!(matches!(err, StoreError::Conflict(_)), "{what}: {err:?}");
@@ -678,7 +637,10 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
     client.raise_event(&id, "poke", &()).await.unwrap();
     let item = claim().await;
     let long: Vec<(u64, u64)> = (3..=1_200).map(|seq| (seq, seq - 1)).collect();
-    let outcome = b.store.commit("tester", lease, &batch(turn(&item, long))).await;
+    let outcome = b
+        .store
+        .commit("tester", lease, &batch(common::emitting_turn(&item, long)))
+        .await;
     assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
     let events = common::read_all(&client, &id, 1_000).await;
     assert_eq!(

@@ -563,9 +563,7 @@ async fn emitted_at_is_the_orchestration_time_and_execution_id_is_set() {
 /// rolled back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
-    use durable_core::store::{
-        CommitBatch, InstanceUpdate, MessageSource, NewStreamEvent, TurnCommit, TurnOutcome,
-    };
+    use durable_core::store::{CommitBatch, TurnCommit, TurnOutcome};
     use durable_core::StoreError;
 
     let store = common::memory_store().await;
@@ -573,54 +571,6 @@ async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
     let id = client.start("emitter", &()).await.unwrap();
     let lease = Duration::from_secs(30);
 
-    let turn = |item: &durable_core::store::OrchestrationWorkItem, stream: Vec<(u64, u64)>| {
-        let execution_id = item.state.execution_id.clone();
-        let stream_seq = item.state.stream_seq + stream.len() as u64;
-        let execution_emits = item.state.execution_emits + stream.len() as u64;
-        TurnCommit {
-            instance_id: item.instance_id.clone(),
-            version: item.state.version,
-            consumed: item
-                .messages
-                .iter()
-                .filter_map(|m| match m.source {
-                    MessageSource::Inbox(id) => Some(id),
-                    MessageSource::Activity(_) => None,
-                })
-                .collect(),
-            completed_activities: Vec::new(),
-            new_execution: false,
-            history: Vec::new(),
-            history_index: item.state.history_len,
-            update: Some(InstanceUpdate {
-                status: RuntimeStatus::Running,
-                execution_id: execution_id.clone(),
-                input: None,
-                custom_status: None,
-                output: None,
-                failure: None,
-                history_len: item.state.history_len,
-                stream_seq,
-                execution_emits,
-            }),
-            activities: Vec::new(),
-            claim_activities: false,
-            keep_lease: false,
-            messages: Vec::new(),
-            sub_orchestrations: Vec::new(),
-            stream: stream
-                .into_iter()
-                .map(|(seq, emit_index)| NewStreamEvent {
-                    seq,
-                    execution_id: execution_id.clone(),
-                    emit_index,
-                    name: "e".into(),
-                    payload: format!("{emit_index}"),
-                    emitted_at: Utc::now(),
-                })
-                .collect(),
-        }
-    };
     let claim = || async {
         let mut items = store.fetch_orchestrations("tester", lease, 10).await.unwrap();
         assert_eq!(items.len(), 1);
@@ -635,7 +585,9 @@ async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
         };
         store.commit("tester", lease, &batch).await
     };
-    let outcome = commit(turn(&item, vec![(1, 0), (2, 1)])).await.unwrap();
+    let outcome = commit(common::emitting_turn(&item, vec![(1, 0), (2, 1)]))
+        .await
+        .unwrap();
     assert_eq!(outcome, [TurnOutcome::Committed]);
 
     for (what, stream) in [
@@ -644,7 +596,9 @@ async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
     ] {
         client.raise_event(&id, "poke", &()).await.unwrap();
         let item = claim().await;
-        let err = commit(turn(&item, stream)).await.expect_err(what);
+        let err = commit(common::emitting_turn(&item, stream))
+            .await
+            .expect_err(what);
         assert!(matches!(err, StoreError::Conflict(_)), "{what}: {err:?}");
         store
             .abandon_orchestration("tester", &id, Duration::ZERO)

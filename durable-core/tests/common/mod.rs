@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable_core::prelude::*;
+use durable_core::store::{InstanceUpdate, MessageSource, NewStreamEvent, OrchestrationWorkItem, TurnCommit};
 use durable_core::{InstanceMetadata, StreamEvent};
 use serde::Serialize;
 use serde_json::Value;
@@ -176,4 +177,54 @@ pub fn summary(events: &[StreamEvent]) -> Vec<(u64, String, Value)> {
         .iter()
         .map(|e| (e.seq, e.name.clone(), e.payload.clone()))
         .collect()
+}
+
+/// A hand-made turn of `item` that emits `stream`, given as (sequence
+/// number, emit index) pairs, and consumes the item's inbox messages: for
+/// tests of what the store itself accepts.
+pub fn emitting_turn(item: &OrchestrationWorkItem, stream: Vec<(u64, u64)>) -> TurnCommit {
+    let execution_id = item.state.execution_id.clone();
+    TurnCommit {
+        instance_id: item.instance_id.clone(),
+        version: item.state.version,
+        consumed: item
+            .messages
+            .iter()
+            .filter_map(|m| match m.source {
+                MessageSource::Inbox(id) => Some(id),
+                MessageSource::Activity(_) => None,
+            })
+            .collect(),
+        completed_activities: Vec::new(),
+        new_execution: false,
+        history: Vec::new(),
+        history_index: item.state.history_len,
+        update: Some(InstanceUpdate {
+            status: RuntimeStatus::Running,
+            execution_id: execution_id.clone(),
+            input: None,
+            custom_status: None,
+            output: None,
+            failure: None,
+            history_len: item.state.history_len,
+            stream_seq: item.state.stream_seq + stream.len() as u64,
+            execution_emits: item.state.execution_emits + stream.len() as u64,
+        }),
+        activities: Vec::new(),
+        claim_activities: false,
+        keep_lease: false,
+        messages: Vec::new(),
+        sub_orchestrations: Vec::new(),
+        stream: stream
+            .into_iter()
+            .map(|(seq, emit_index)| NewStreamEvent {
+                seq,
+                execution_id: execution_id.clone(),
+                emit_index,
+                name: "e".into(),
+                payload: emit_index.to_string(),
+                emitted_at: chrono::Utc::now(),
+            })
+            .collect(),
+    }
 }
