@@ -41,6 +41,9 @@ use super::codec::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The page size of a new database file, in bytes.
+const PAGE_SIZE: &str = "8192";
+
 /// SQLite's `synchronous` setting: how hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {
@@ -266,6 +269,12 @@ impl SqliteStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(synchronous)
                     .busy_timeout(Duration::from_secs(30))
+                    // A new file gets 8 KiB pages (an existing one keeps its
+                    // size). History and stream rows of 1 to 3 KiB left 40% of
+                    // 4 KiB pages empty; with 8 KiB pages the commits of 200
+                    // concurrent document-processing runs wrote fewer pages
+                    // and ran 18% faster (see BENCHMARKS.md).
+                    .pragma("page_size", PAGE_SIZE)
                     .pragma("cache_size", "-16000")
                     // Reads through the page cache of the operating system
                     // without a system call per page.
@@ -828,5 +837,58 @@ impl Store for SqliteStore {
 
     fn poll_interval(&self) -> Option<Duration> {
         self.poll_interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn page_size(store: &SqliteStore) -> i64 {
+        let mut conn = store.reader_conn().await.expect("a reader");
+        let (size,): (i64,) = sqlx::query_as("PRAGMA page_size")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("page size");
+        size
+    }
+
+    #[tokio::test]
+    async fn a_new_file_gets_8_kib_pages() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("new.db");
+        let store = SqliteStore::open(path.to_string_lossy()).await.expect("open");
+        assert_eq!(page_size(&store).await, 8192);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_file_with_4_kib_pages_keeps_them_and_works() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("old.db");
+        {
+            // A file as an earlier version made it: 4 KiB pages, WAL.
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .pragma("page_size", "4096")
+                .journal_mode(SqliteJournalMode::Wal);
+            let mut conn = SqliteConnection::connect_with(&options).await.expect("connect");
+            sqlx::query("CREATE TABLE earlier (x INTEGER)")
+                .execute(&mut conn)
+                .await
+                .expect("create");
+            conn.close().await.expect("close");
+        }
+        let store = SqliteStore::open(path.to_string_lossy()).await.expect("open");
+        assert_eq!(page_size(&store).await, 4096);
+        let store = Arc::new(store);
+        let client = crate::Client::new(store.clone());
+        let id = client
+            .start("orchestration", &1)
+            .await
+            .expect("start an instance");
+        assert!(client.get_instance(&id).await.expect("read").is_some());
+        store.close().await;
     }
 }
