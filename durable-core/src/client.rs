@@ -208,15 +208,8 @@ impl Client {
             event,
             visible_at: Utc::now(),
         };
-        match self.store.enqueue_message(message).await? {
-            EnqueueOutcome::Enqueued => Ok(()),
-            EnqueueOutcome::NotFound => Err(Error::InstanceNotFound(instance_id.clone())),
-            EnqueueOutcome::Terminal(status) => Err(Error::InvalidState {
-                instance_id: instance_id.clone(),
-                status,
-                operation,
-            }),
-        }
+        let outcome = self.store.enqueue_message(message).await?;
+        enqueued(instance_id, outcome, operation, "")
     }
 
     /// Raises an external event; the orchestration receives it through
@@ -237,6 +230,53 @@ impl Client {
             data: serde_json::to_value(data)?,
         };
         self.send(instance_id, event, "raise an event to").await
+    }
+
+    /// Raises an external event unless one of the same name was already
+    /// raised with this method to the instance's current execution, whether
+    /// or not the orchestration has taken it yet. Of several clients raising
+    /// one name at the same moment, exactly one succeeds: an answer that
+    /// must be given once (an approval, say) cannot be given twice.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use durable_core::store::{SqliteStore, Store};
+    /// # use durable_core::{Client, Error};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await?);
+    /// let client = Client::new(store);
+    /// let id = client.start("review", &"report.pdf").await?;
+    /// client.raise_event_once(&id, "approved", &true).await?;
+    /// let again = client.raise_event_once(&id, "approved", &false).await;
+    /// assert!(matches!(again, Err(Error::EventAlreadyRaised { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EventAlreadyRaised`]; [`Error::InstanceNotFound`];
+    /// [`Error::InvalidState`] if the instance is terminal; [`Error::Json`]
+    /// if the data cannot be serialized.
+    pub async fn raise_event_once(
+        &self,
+        instance_id: &InstanceId,
+        name: impl Into<String>,
+        data: &impl Serialize,
+    ) -> Result<()> {
+        let name = name.into();
+        let message = NewMessage {
+            instance_id: instance_id.clone(),
+            execution_id: None,
+            event: HistoryEvent::EventRaised {
+                name: name.clone(),
+                data: serde_json::to_value(data)?,
+            },
+            visible_at: Utc::now(),
+        };
+        let outcome = self.store.enqueue_event_once(message).await?;
+        enqueued(instance_id, outcome, "raise an event to", &name)
     }
 
     /// Terminates a running instance.
@@ -335,5 +375,27 @@ impl Client {
         after: u64,
     ) -> BoxStream<'static, Result<StreamEvent>> {
         Box::pin(stream::watch(self.store.clone(), instance_id.clone(), after))
+    }
+}
+/// The result of a client's message from what the store did with it
+/// (`name`: of the event raised once).
+fn enqueued(
+    instance_id: &InstanceId,
+    outcome: EnqueueOutcome,
+    operation: &'static str,
+    name: &str,
+) -> Result<()> {
+    match outcome {
+        EnqueueOutcome::Enqueued => Ok(()),
+        EnqueueOutcome::NotFound => Err(Error::InstanceNotFound(instance_id.clone())),
+        EnqueueOutcome::Terminal(status) => Err(Error::InvalidState {
+            instance_id: instance_id.clone(),
+            status,
+            operation,
+        }),
+        EnqueueOutcome::AlreadyRaised => Err(Error::EventAlreadyRaised {
+            instance_id: instance_id.clone(),
+            name: name.to_owned(),
+        }),
     }
 }

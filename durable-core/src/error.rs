@@ -35,6 +35,15 @@ pub enum Error {
         /// What was attempted.
         operation: &'static str,
     },
+    /// An event of this name was already raised once to the instance's
+    /// current execution ([`Client::raise_event_once`](crate::Client::raise_event_once)).
+    #[error("event '{name}' was already raised once to instance '{instance_id}'")]
+    EventAlreadyRaised {
+        /// The instance.
+        instance_id: InstanceId,
+        /// The event name.
+        name: String,
+    },
     /// A value could not be serialized to or deserialized from JSON.
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),

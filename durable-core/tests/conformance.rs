@@ -140,6 +140,7 @@ conformance!(
     a_reused_id_streams_its_new_events,
     many_turns_commit_together_whole,
     a_released_instance_is_free_for_other_workers,
+    an_event_raised_once_is_taken_once,
 );
 
 // ---------------------------------------------------------------------------
@@ -213,8 +214,15 @@ async fn forever(ctx: OrchestrationContext, _: ()) -> Result<(), OrchestrationEr
     ctx.wait_for_external_event::<()>("never").await
 }
 
+async fn answer_then_wait(ctx: OrchestrationContext, _: ()) -> Result<(), OrchestrationError> {
+    let answer: String = ctx.wait_for_external_event("go").await?;
+    ctx.emit_event("answer", &answer)?;
+    ctx.wait_for_external_event::<()>("never").await
+}
+
 fn registry() -> Registry {
     Registry::new()
+        .orchestration("answer_then_wait", answer_then_wait)
         .orchestration("steps", steps)
         .orchestration("waiter", waiter)
         .orchestration("parent", parent)
@@ -578,6 +586,87 @@ async fn a_released_instance_is_free_for_other_workers(b: &Backend) {
     let taken = b.store.fetch_orchestrations("other", lease, 10).await.unwrap();
     assert_eq!(taken.len(), 1, "released, the instance is free");
     assert_eq!(taken[0].instance_id, id);
+}
+
+/// `raise_event_once`: of eight clients raising one name at once, one
+/// gets through, whether the event still waits in the inbox or the
+/// orchestration has taken it; other names are free; the rows go with the
+/// instance, so a new instance of the same id takes the name again.
+async fn an_event_raised_once_is_taken_once(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let id = client.start("answer_then_wait", &()).await.unwrap();
+    // No worker yet: every answer would wait in the inbox.
+    let results = futures::future::join_all((0..8).map(|i| {
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            (
+                i,
+                client.raise_event_once(&id, "go", &format!("answer {i}")).await,
+            )
+        }
+    }))
+    .await;
+    let winners: Vec<_> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (_, result) in &results {
+        assert!(
+            match result {
+                Ok(()) => true,
+                Err(Error::EventAlreadyRaised { name, .. }) => name == "go",
+                Err(_) => false,
+            },
+            "{result:?}"
+        );
+    }
+    client.raise_event_once(&id, "other", &()).await.unwrap();
+
+    let worker = start(&b.store, WorkerOptions::new());
+    common::wait_stream_len(&client, &id, 1).await;
+    let events = common::read_all(&client, &id, 10).await;
+    assert_eq!(
+        summary(&events),
+        [(1, "answer".to_owned(), json!(format!("answer {}", winners[0])))]
+    );
+    // Taken by the orchestration: still refused.
+    assert!(matches!(
+        client.raise_event_once(&id, "go", &"late").await,
+        Err(Error::EventAlreadyRaised { .. })
+    ));
+
+    client.terminate(&id, None).await.unwrap();
+    wait_done(&client, &id).await;
+    assert!(matches!(
+        client.raise_event_once(&id, "never", &()).await,
+        Err(Error::InvalidState { .. })
+    ));
+    let unknown = InstanceId::new("no-such-instance").unwrap();
+    assert!(matches!(
+        client.raise_event_once(&unknown, "go", &()).await,
+        Err(Error::InstanceNotFound(_))
+    ));
+
+    // A new instance of the id starts with no names taken.
+    let again = client
+        .start_with(
+            StartOptions::new("answer_then_wait", &())
+                .unwrap()
+                .instance_id(id.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+    client.raise_event_once(&id, "go", &"second life").await.unwrap();
+    common::wait_stream_len(&client, &id, 1).await;
+    let events = common::read_all(&client, &id, 10).await;
+    assert_eq!(summary(&events), [(1, "answer".to_owned(), json!("second life"))]);
+    client.terminate(&id, None).await.unwrap();
+    wait_done(&client, &id).await;
+    worker.shutdown().await.unwrap();
 }
 
 async fn the_store_refuses_a_duplicate_emit(b: &Backend) {

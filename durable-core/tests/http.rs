@@ -469,6 +469,37 @@ async fn raise_event_reaches_the_orchestration() {
 }
 
 #[tokio::test]
+async fn raise_event_once_refuses_a_second_raise_of_the_name() {
+    let server = Server::start(ServeOptions::new()).await;
+    let id = server.start_instance("gated", &json!(1)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_stream_len(&server.client, &iid(&id), 1).await;
+    let route = format!("/api/instances/{id}/raiseEvent/note?once=true");
+    let (status, body) = server.post_json(&route, "1").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let answer = server.post_json(&route, "2").await;
+    assert_error(&answer, StatusCode::CONFLICT, "event_already_raised");
+    let answer = server
+        .post_json(&format!("/api/instances/{id}/raiseEvent/note?once=maybe"), "3")
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_parameter");
+    // Without once, the name may be raised again.
+    let (status, body) = server
+        .post_json(&format!("/api/instances/{id}/raiseEvent/note"), "4")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = server
+        .post_json(&format!("/api/instances/{id}/raiseEvent/go?once=true"), "2")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let done = wait_done(&server.client, &iid(&id)).await;
+    assert_eq!(done.output, Some(json!(3)));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn suspend_resume_terminate_and_purge() {
     let server = Server::start(ServeOptions::new()).await;
     server

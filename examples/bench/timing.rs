@@ -52,6 +52,10 @@ impl Store for TimingStore {
         self.inner.enqueue_message(message)
     }
 
+    fn enqueue_event_once(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
+        self.inner.enqueue_event_once(message)
+    }
+
     fn fetch_orchestrations<'a>(
         &'a self,
         owner: &'a str,

@@ -127,6 +127,9 @@ impl From<Error> for ApiError {
                 };
                 Self::new(StatusCode::CONFLICT, code, message)
             }
+            Error::EventAlreadyRaised { .. } => {
+                Self::new(StatusCode::CONFLICT, "event_already_raised", message)
+            }
             Error::Json(_) => Self::bad_request("invalid_json", message),
             Error::InvalidArgument(_) => Self::bad_request("invalid_argument", message),
             Error::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),

@@ -237,13 +237,21 @@ fn paths(known: Option<&BTreeSet<String>>) -> Value {
             "post": {
                 "summary": "Raise an external event",
                 "operationId": "raiseEvent",
-                "parameters": [instance_id_param(), path_param("event", "The event name.")],
+                "parameters": [
+                    instance_id_param(),
+                    path_param("event", "The event name."),
+                    query_param(
+                        "once",
+                        "true: refuse the event (409) if one of the same name was already raised with once=true to the instance's current execution. Of concurrent requests, exactly one is accepted.",
+                        json!({ "type": "boolean" })
+                    )
+                ],
                 "requestBody": any_json_body("The event data, any JSON value (empty means null)."),
                 "responses": {
                     "202": { "description": "Accepted: the instance receives the event on its next turn." },
-                    "400": error_response("Malformed JSON or invalid instance id."),
+                    "400": error_response("Malformed JSON, invalid instance id or invalid once."),
                     "404": error_response("No such instance."),
-                    "409": error_response("The instance is terminal."),
+                    "409": error_response("The instance is terminal, or (once=true) the event was already raised."),
                     "413": error_response("The body is larger than the limit.")
                 }
             }

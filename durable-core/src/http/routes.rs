@@ -288,7 +288,8 @@ fn decode_token(hex: &str) -> Option<String> {
 }
 
 /// `POST /api/instances/{id}/raiseEvent/{event}`: raises an external event
-/// with the body as data; 202.
+/// with the body as data; 202. With `once=true`, 409 if an event of the
+/// name was already raised once to the instance's current execution.
 async fn raise_event(
     State(state): State<ApiState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -296,9 +297,14 @@ async fn raise_event(
     JsonBody(data): JsonBody<Value>,
 ) -> Result<StatusCode, ApiError> {
     let Path((id, event)) = path?;
-    Params::parse(query, &[])?;
+    let params = Params::parse(query, &["once"])?;
+    let once = params.parsed("once", "true or false", |text| text.parse::<bool>().ok())?;
     let id = instance_id(&id)?;
-    state.client.raise_event(&id, event, &data).await?;
+    if once == Some(true) {
+        state.client.raise_event_once(&id, event, &data).await?;
+    } else {
+        state.client.raise_event(&id, event, &data).await?;
+    }
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{InstanceState, StoreResult, TurnCommit};
+use super::{EnqueueOutcome, InstanceState, NewMessage, StoreResult, TurnCommit};
 use crate::instance::{continuation_of, parse_continuation};
 use crate::{
     FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus,
@@ -95,6 +95,27 @@ pub(crate) fn event_kind(event: &HistoryEvent) -> &'static str {
         HistoryEvent::EventRaised { .. } => "EventRaised",
         _ => "Result",
     }
+}
+
+/// The name of the external event `message` raises, for
+/// [`Store::enqueue_event_once`](crate::store::Store::enqueue_event_once).
+pub(crate) fn raised_name(message: &NewMessage) -> StoreResult<&str> {
+    match &message.event {
+        HistoryEvent::EventRaised { name, .. } => Ok(name),
+        other => Err(StoreError::Config(format!(
+            "enqueue_event_once takes an EventRaised message, not {}",
+            other.describe()
+        ))),
+    }
+}
+
+/// Why a message was not enqueued, from the instance's status (`None`: no
+/// such instance).
+pub(crate) fn refusal(status: Option<(String,)>) -> StoreResult<EnqueueOutcome> {
+    Ok(match status {
+        None => EnqueueOutcome::NotFound,
+        Some((status,)) => EnqueueOutcome::Terminal(status_of(&status)?),
+    })
 }
 
 pub(crate) fn status_of(text: &str) -> StoreResult<RuntimeStatus> {

@@ -104,6 +104,10 @@ pub enum EnqueueOutcome {
     NotFound,
     /// The instance is terminal; the message was dropped.
     Terminal(RuntimeStatus),
+    /// An event of this name was already raised once to the instance's
+    /// current execution ([`Store::enqueue_event_once`]); this one was
+    /// dropped.
+    AlreadyRaised,
 }
 
 /// What [`Store::purge_instance`] did.
@@ -370,6 +374,17 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Puts a message into a non-terminal instance's inbox.
     fn enqueue_message(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>>;
+
+    /// Puts an external event (`message` holds a
+    /// [`HistoryEvent::EventRaised`]) into
+    /// a non-terminal instance's inbox unless an event of the same name was
+    /// raised this way to the instance's current execution before, whether
+    /// or not the orchestration has taken it yet:
+    /// [`EnqueueOutcome::AlreadyRaised`]. Of concurrent calls with one name,
+    /// exactly one enqueues. Fails with
+    /// [`StoreError::Config`] for any other kind
+    /// of message.
+    fn enqueue_event_once(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>>;
 
     /// Fetches up to `max` instances with visible messages that `owner` may
     /// run a turn of: instances it holds, and instances no live lease holds.

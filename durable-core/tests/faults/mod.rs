@@ -161,6 +161,10 @@ impl Store for FaultyStore {
         async move { self.record(self.inner.enqueue_message(message).await) }.boxed()
     }
 
+    fn enqueue_event_once(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
+        async move { self.record(self.inner.enqueue_event_once(message).await) }.boxed()
+    }
+
     fn fetch_orchestrations<'a>(
         &'a self,
         owner: &'a str,

@@ -29,8 +29,8 @@ use sqlx::{Postgres, Row};
 
 use super::codec::{
     activity_input, db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end,
-    list_page, list_query, message_event, metadata_of, ms, now_ms, publish_turns, state_of, status_of,
-    stream_event_of, to_json, Columns,
+    list_page, list_query, message_event, metadata_of, ms, now_ms, publish_turns, raised_name, refusal,
+    state_of, status_of, stream_event_of, to_json, Columns,
 };
 use super::{
     ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
@@ -223,6 +223,14 @@ impl PostgresStore {
         self.pool.begin().await.map_err(db)
     }
 
+    /// Wakes the workers for a message just enqueued, if it is visible.
+    fn enqueued(&self, message: &NewMessage) -> EnqueueOutcome {
+        if ms(message.visible_at) <= now_ms() {
+            self.announce(Change::work(None));
+        }
+        EnqueueOutcome::Enqueued
+    }
+
     async fn fetch_orchestrations_inner(
         &self,
         owner: &str,
@@ -384,6 +392,23 @@ impl PostgresStore {
     }
 }
 
+/// The insert of `message` into its instance's inbox, if the instance
+/// exists and is not terminal.
+fn insert_message(
+    message: &NewMessage,
+) -> StoreResult<sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>> {
+    Ok(sqlx::query(
+        "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+         SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = $1 \
+         AND status NOT IN ('Completed', 'Failed', 'Terminated'))",
+    )
+    .bind(message.instance_id.as_str())
+    .bind(message.execution_id.as_deref())
+    .bind(event_kind(&message.event))
+    .bind(to_json(&message.event)?)
+    .bind(ms(message.visible_at)))
+}
+
 impl Store for PostgresStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
         async move {
@@ -404,25 +429,13 @@ impl Store for PostgresStore {
 
     fn enqueue_message(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
         async move {
-            let inserted = sqlx::query(
-                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
-                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = $1 \
-                 AND status NOT IN ('Completed', 'Failed', 'Terminated'))",
-            )
-            .bind(message.instance_id.as_str())
-            .bind(message.execution_id.as_deref())
-            .bind(event_kind(&message.event))
-            .bind(to_json(&message.event)?)
-            .bind(ms(message.visible_at))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?
-            .rows_affected();
+            let inserted = insert_message(&message)?
+                .execute(&self.pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
             if inserted == 1 {
-                if ms(message.visible_at) <= now_ms() {
-                    self.announce(Change::work(None));
-                }
-                return Ok(EnqueueOutcome::Enqueued);
+                return Ok(self.enqueued(&message));
             }
             let status: Option<(String,)> =
                 sqlx::query_as("SELECT status FROM instances WHERE instance_id = $1")
@@ -430,10 +443,44 @@ impl Store for PostgresStore {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(db)?;
-            Ok(match status {
-                None => EnqueueOutcome::NotFound,
-                Some((status,)) => EnqueueOutcome::Terminal(status_of(&status)?),
-            })
+            refusal(status)
+        }
+        .boxed()
+    }
+
+    fn enqueue_event_once(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
+        async move {
+            let name = raised_name(&message)?;
+            let mut tx = self.begin().await?;
+            // The primary key makes a concurrent transaction taking the same
+            // name wait for this one, and then take nothing.
+            let taken = sqlx::query(
+                "INSERT INTO events_raised_once (instance_id, execution_id, name) \
+                 SELECT instance_id, execution_id, $2 FROM instances WHERE instance_id = $1 \
+                 AND status NOT IN ('Completed', 'Failed', 'Terminated') ON CONFLICT DO NOTHING",
+            )
+            .bind(message.instance_id.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            if taken == 1 {
+                insert_message(&message)?.execute(&mut *tx).await.map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                return Ok(self.enqueued(&message));
+            }
+            let status: Option<(String,)> =
+                sqlx::query_as("SELECT status FROM instances WHERE instance_id = $1")
+                    .bind(message.instance_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            match status {
+                Some((status,)) if !status_of(&status)?.is_terminal() => Ok(EnqueueOutcome::AlreadyRaised),
+                status => refusal(status),
+            }
         }
         .boxed()
     }

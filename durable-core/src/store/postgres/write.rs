@@ -51,7 +51,14 @@ pub(super) async fn instance_rows(
 
 /// Deletes everything of the instances `ids`.
 pub(super) async fn delete_instance_rows(conn: &mut sqlx::PgConnection, ids: &[String]) -> StoreResult<()> {
-    for table in ["history", "messages", "activities", "stream_events", "instances"] {
+    for table in [
+        "history",
+        "messages",
+        "activities",
+        "stream_events",
+        "events_raised_once",
+        "instances",
+    ] {
         sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ANY($1)"))
             .bind(ids)
             .execute(&mut *conn)

@@ -35,8 +35,8 @@ use held::{Held, HeldConn};
 
 use super::codec::{
     activity_input, db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end,
-    list_page, list_query, message_event, metadata_of, ms, now_ms, publish_turns, state_of, status_of,
-    stream_event_of, to_json, u64_of, Columns,
+    list_page, list_query, message_event, metadata_of, ms, now_ms, publish_turns, raised_name, refusal,
+    state_of, status_of, stream_event_of, to_json, u64_of, Columns,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -336,6 +336,14 @@ impl SqliteStore {
         self.reader.get().await.map_err(db)
     }
 
+    /// Wakes the workers for a message just enqueued, if it is visible.
+    fn enqueued(&self, message: &NewMessage) -> EnqueueOutcome {
+        if ms(message.visible_at) <= now_ms() {
+            self.changes.notify_orchestration_work();
+        }
+        EnqueueOutcome::Enqueued
+    }
+
     /// Begins a write transaction on the writer connection.
     async fn begin<'c>(&self, conn: &'c mut HeldConn<'_>) -> StoreResult<Transaction<'c, Sqlite>> {
         let discard = conn.discard_switch();
@@ -360,6 +368,23 @@ impl SqliteStore {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// The insert of `message` into its instance's inbox, if the instance
+/// exists and is not terminal.
+fn insert_message(
+    message: &NewMessage,
+) -> StoreResult<sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments<'_>>> {
+    Ok(sqlx::query(
+        "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1 \
+         AND status NOT IN ('Completed', 'Failed', 'Terminated'))",
+    )
+    .bind(message.instance_id.as_str())
+    .bind(message.execution_id.as_deref())
+    .bind(event_kind(&message.event))
+    .bind(to_json(&message.event)?)
+    .bind(ms(message.visible_at)))
 }
 
 /// Fails with `SQLITE_READONLY` if SQLite opened the file read-only.
@@ -627,25 +652,13 @@ impl Store for SqliteStore {
         async move {
             // One statement in its own transaction: the message goes in only
             // if the instance exists and is not terminal.
-            let inserted = sqlx::query(
-                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1 \
-                 AND status NOT IN ('Completed', 'Failed', 'Terminated'))",
-            )
-            .bind(message.instance_id.as_str())
-            .bind(message.execution_id.as_deref())
-            .bind(event_kind(&message.event))
-            .bind(to_json(&message.event)?)
-            .bind(ms(message.visible_at))
-            .execute(&mut *self.writer_conn().await?)
-            .await
-            .map_err(db)?
-            .rows_affected();
+            let inserted = insert_message(&message)?
+                .execute(&mut *self.writer_conn().await?)
+                .await
+                .map_err(db)?
+                .rows_affected();
             if inserted == 1 {
-                if ms(message.visible_at) <= now_ms() {
-                    self.changes.notify_orchestration_work();
-                }
-                return Ok(EnqueueOutcome::Enqueued);
+                return Ok(self.enqueued(&message));
             }
             let status: Option<(String,)> =
                 sqlx::query_as("SELECT status FROM instances WHERE instance_id = ?")
@@ -653,10 +666,45 @@ impl Store for SqliteStore {
                     .fetch_optional(&mut *self.reader_conn().await?)
                     .await
                     .map_err(db)?;
-            Ok(match status {
-                None => EnqueueOutcome::NotFound,
-                Some((status,)) => EnqueueOutcome::Terminal(status_of(&status)?),
-            })
+            refusal(status)
+        }
+        .boxed()
+    }
+
+    fn enqueue_event_once(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
+        async move {
+            let name = raised_name(&message)?;
+            let mut conn = self.writer_conn().await?;
+            let mut tx = self.begin(&mut conn).await?;
+            // The name is taken for the current execution only if the
+            // instance exists and is not terminal; then the message goes in.
+            let taken = sqlx::query(
+                "INSERT OR IGNORE INTO events_raised_once (instance_id, execution_id, name) \
+                 SELECT instance_id, execution_id, ?2 FROM instances WHERE instance_id = ?1 \
+                 AND status NOT IN ('Completed', 'Failed', 'Terminated')",
+            )
+            .bind(message.instance_id.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            if taken == 1 {
+                insert_message(&message)?.execute(&mut *tx).await.map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                return Ok(self.enqueued(&message));
+            }
+            let status: Option<(String,)> =
+                sqlx::query_as("SELECT status FROM instances WHERE instance_id = ?")
+                    .bind(message.instance_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            match status {
+                Some((status,)) if !status_of(&status)?.is_terminal() => Ok(EnqueueOutcome::AlreadyRaised),
+                status => refusal(status),
+            }
         }
         .boxed()
     }

@@ -119,7 +119,14 @@ impl<'a> Sql<'a> {
     }
 
     pub(super) fn delete_instance_rows(&mut self, instance_id: &'a str) {
-        for table in ["history", "messages", "activities", "stream_events", "instances"] {
+        for table in [
+            "history",
+            "messages",
+            "activities",
+            "stream_events",
+            "events_raised_once",
+            "instances",
+        ] {
             self.statement(&format!("DELETE FROM {table} WHERE instance_id = "))
                 .push_bind(instance_id);
         }
