@@ -2,8 +2,9 @@
 //! error or fails its run with a clear reason; nothing panics and nothing
 //! stored is lost.
 //!
-//! * a request answered twice before the run took the first answer: the
-//!   executor gets exactly one answer, once;
+//! * a request answered twice, one after the other while the run is
+//!   stopped or both at once: the first answer is accepted and reaches
+//!   the executor once, the second is refused;
 //! * an executor renamed between deployments (its old name unknown to the
 //!   new code): the run fails with the non-determinism error naming both,
 //!   and its stream stays as it was;
@@ -130,13 +131,13 @@ async fn answered_once(client: &WorkflowClient, id: &InstanceId) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_answered_twice_before_the_run_takes_it_is_answered_once() {
+async fn a_request_answered_twice_takes_the_first_answer_and_refuses_the_second() {
     let db = Db::new();
     let store = db.open().await;
     let client = WorkflowClient::new(Client::new(store.clone()));
 
     // With no worker running, both answers arrive before the run can take
-    // either: the first one counts.
+    // either: the first one counts, the second is refused.
     let worker = Worker::start(store.clone(), Registry::new().workflow(approve)).unwrap();
     let id = client.start(approve, &"report.pdf".to_owned()).await.unwrap();
     let pending = wait_for_requests(&client, &id, 1).await;
@@ -146,7 +147,7 @@ async fn a_request_answered_twice_before_the_run_takes_it_is_answered_once() {
     assert!(
         matches!(
             second,
-            Ok(()) | Err(agent_workflows::WorkflowClientError::RequestNotPending { .. })
+            Err(agent_workflows::WorkflowClientError::RequestNotPending { .. })
         ),
         "{second:?}"
     );
@@ -161,8 +162,12 @@ async fn a_request_answered_twice_before_the_run_takes_it_is_answered_once() {
         client.respond(&id, request, &true),
         client.respond(&id, request, &false)
     );
-    assert!(a.is_ok() || b.is_ok(), "{a:?} {b:?}");
-    answered_once(&client, &id).await;
+    assert!(a.is_ok() != b.is_ok(), "exactly one answer accepted: {a:?} {b:?}");
+    assert_eq!(
+        answered_once(&client, &id).await,
+        a.is_ok(),
+        "the accepted answer counts"
+    );
     // Answered: no longer pending.
     assert!(matches!(
         client.respond(&id, request, &true).await,

@@ -158,30 +158,51 @@ impl WorkflowClient {
     }
 
     /// Answers a pending request. The answer reaches the requesting
-    /// executor in the run's next superstep.
+    /// executor in the run's next superstep. A request takes one answer:
+    /// of two answers, even two sent at the same moment, one is accepted
+    /// and the other refused. An accepted answer that does not fit the
+    /// request's response type is rejected by the run (a
+    /// `response_rejected` event), and the request takes another.
     ///
     /// # Errors
     ///
     /// [`WorkflowClientError::RequestNotPending`] if no request with this
-    /// id is pending, [`WorkflowClientError::NotFound`], or a store error.
+    /// id is pending or it has been answered already,
+    /// [`WorkflowClientError::NotFound`], or a store error.
     pub async fn respond<R: Serialize + ?Sized>(
         &self,
         instance_id: &InstanceId,
         request_id: &str,
         response: &R,
     ) -> ClientResult<()> {
-        let pending = self.pending_requests(instance_id).await?;
-        if !pending.iter().any(|r| r.request_id == request_id) {
-            return Err(WorkflowClientError::RequestNotPending {
-                instance_id: instance_id.clone(),
-                request_id: request_id.to_owned(),
-            });
-        }
         let response = serde_json::to_value(response)?;
-        self.client
-            .raise_event(instance_id, response_event_name(request_id), &response)
-            .await?;
-        Ok(())
+        let not_pending = || WorkflowClientError::RequestNotPending {
+            instance_id: instance_id.clone(),
+            request_id: request_id.to_owned(),
+        };
+        let mut tried = None;
+        loop {
+            let pending = self.pending_requests(instance_id).await?;
+            let Some(request) = pending.iter().find(|r| r.request_id == request_id) else {
+                return Err(not_pending());
+            };
+            let round = request.rejected_answers;
+            if tried.is_some_and(|t| t >= round) {
+                // An answer of this round is taken (waiting or accepted).
+                return Err(not_pending());
+            }
+            // Once per round: of two answers, even sent at the same moment,
+            // one counts and the other is refused. An answer the run rejects
+            // opens the next round.
+            match self
+                .client
+                .raise_event_once(instance_id, response_event_name(request_id, round), &response)
+                .await
+            {
+                Err(durable_core::Error::EventAlreadyRaised { .. }) => tried = Some(round),
+                result => return Ok(result?),
+            }
+        }
     }
 
     /// Answers a pending request made on `port`, with an answer of the

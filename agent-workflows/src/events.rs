@@ -241,6 +241,16 @@ pub struct PendingRequest {
     pub executor_id: String,
     /// The request.
     pub request: Value,
+    /// How many answers the run has rejected so far for not fitting the
+    /// response type. A request takes one answer at a time: the next one
+    /// goes to this round ([`WorkflowClient::respond`](crate::WorkflowClient::respond)
+    /// reads it here).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejected_answers: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The live status of a run (its instance's custom status): the superstep

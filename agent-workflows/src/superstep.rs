@@ -75,9 +75,13 @@ pub(crate) enum RunMode {
     Child,
 }
 
-/// The external event name that carries the answer to a request.
-pub(crate) fn response_event_name(request_id: &str) -> String {
-    format!("workflow-response:{request_id}")
+/// The external event name that carries the answer to a request, in the
+/// round after `rejected` rejected answers (each round is answered once).
+pub(crate) fn response_event_name(request_id: &str, rejected: u32) -> String {
+    match rejected {
+        0 => format!("workflow-response:{request_id}"),
+        n => format!("workflow-response:{request_id}:{n}"),
+    }
 }
 
 /// Appends workflow events to the stream (and, for a sub-workflow, keeps
@@ -402,10 +406,12 @@ impl Run {
                     request_id: request_id.clone(),
                     error: format!("the answer does not fit {response_type}: {error}"),
                 })?;
-                let answer = self
-                    .ctx
-                    .wait_for_external_event::<Value>(response_event_name(&request_id));
-                self.requests[i].answer = answer;
+                let open = &mut self.requests[i];
+                open.pending.rejected_answers += 1;
+                open.answer = self.ctx.wait_for_external_event::<Value>(response_event_name(
+                    &request_id,
+                    open.pending.rejected_answers,
+                ));
                 return Ok(false);
             }
         }
@@ -443,7 +449,7 @@ impl Run {
         })?;
         let answer = self
             .ctx
-            .wait_for_external_event::<Value>(response_event_name(&request.request_id));
+            .wait_for_external_event::<Value>(response_event_name(&request.request_id, 0));
         let timer = request
             .timeout_ms
             .map(|ms| self.ctx.create_timer_in(Duration::from_millis(ms)));
@@ -452,6 +458,7 @@ impl Run {
                 request_id: request.request_id,
                 executor_id,
                 request: request.request,
+                rejected_answers: 0,
             },
             node,
             port: request.port,

@@ -192,11 +192,21 @@ async fn an_answer_of_the_wrong_shape_is_rejected_and_the_request_stays_pending(
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(h.client.pending_requests(&id).await.unwrap().len(), 1);
+    // The request is pending again, in its second round: it takes one
+    // more answer.
+    let again = h.client.pending_requests(&id).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].rejected_answers, 1);
     h.client
         .respond(&id, &pending[0].request_id, &Verdict { approved: true })
         .await
         .unwrap();
+    assert!(matches!(
+        h.client
+            .respond(&id, &pending[0].request_id, &Verdict { approved: false })
+            .await,
+        Err(WorkflowClientError::RequestNotPending { .. })
+    ));
     let result = h.client.wait_for_completion(&id, TIMEOUT).await.unwrap();
     assert_eq!(
         result.outputs_as::<(String, bool)>().unwrap(),
