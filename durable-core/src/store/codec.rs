@@ -97,6 +97,17 @@ pub(crate) fn event_kind(event: &HistoryEvent) -> &'static str {
     }
 }
 
+/// Every table with rows of an instance, the instance row last: what a
+/// purge, or a new instance in a terminal one's place, deletes.
+pub(crate) const INSTANCE_TABLES: [&str; 6] = [
+    "history",
+    "messages",
+    "activities",
+    "stream_events",
+    "events_raised_once",
+    "instances",
+];
+
 /// The name of the external event `message` raises, for
 /// [`Store::enqueue_event_once`](crate::store::Store::enqueue_event_once).
 pub(crate) fn raised_name(message: &NewMessage) -> StoreResult<&str> {
@@ -109,12 +120,18 @@ pub(crate) fn raised_name(message: &NewMessage) -> StoreResult<&str> {
     }
 }
 
-/// Why a message was not enqueued, from the instance's status (`None`: no
-/// such instance).
-pub(crate) fn refusal(status: Option<(String,)>) -> StoreResult<EnqueueOutcome> {
-    Ok(match status {
-        None => EnqueueOutcome::NotFound,
-        Some((status,)) => EnqueueOutcome::Terminal(status_of(&status)?),
+/// Why a message was not enqueued, from the instance's status read after
+/// (`None`: no such instance): the instance is missing or terminal, or,
+/// for an event raised once (`once`) to a live instance, its name was taken.
+pub(crate) fn refusal(status: Option<(String,)>, once: bool) -> StoreResult<EnqueueOutcome> {
+    let Some((status,)) = status else {
+        return Ok(EnqueueOutcome::NotFound);
+    };
+    let status = status_of(&status)?;
+    Ok(if once && !status.is_terminal() {
+        EnqueueOutcome::AlreadyRaised
+    } else {
+        EnqueueOutcome::Terminal(status)
     })
 }
 

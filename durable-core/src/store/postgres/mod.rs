@@ -443,7 +443,7 @@ impl Store for PostgresStore {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(db)?;
-            refusal(status)
+            refusal(status, false)
         }
         .boxed()
     }
@@ -477,10 +477,7 @@ impl Store for PostgresStore {
                     .await
                     .map_err(db)?;
             tx.commit().await.map_err(db)?;
-            match status {
-                Some((status,)) if !status_of(&status)?.is_terminal() => Ok(EnqueueOutcome::AlreadyRaised),
-                status => refusal(status),
-            }
+            refusal(status, true)
         }
         .boxed()
     }

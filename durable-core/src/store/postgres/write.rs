@@ -12,7 +12,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::listen::Change;
 use crate::store::codec::{
     batch_instance_ids, child_exists, db, event_kind, i64_of, may_commit, ms, status_of, to_json, u64_of,
-    InstanceRow,
+    InstanceRow, INSTANCE_TABLES,
 };
 use crate::store::{
     ActivityCompletion, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult, TurnCommit,
@@ -51,14 +51,7 @@ pub(super) async fn instance_rows(
 
 /// Deletes everything of the instances `ids`.
 pub(super) async fn delete_instance_rows(conn: &mut sqlx::PgConnection, ids: &[String]) -> StoreResult<()> {
-    for table in [
-        "history",
-        "messages",
-        "activities",
-        "stream_events",
-        "events_raised_once",
-        "instances",
-    ] {
+    for table in INSTANCE_TABLES {
         sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ANY($1)"))
             .bind(ids)
             .execute(&mut *conn)

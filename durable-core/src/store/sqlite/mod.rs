@@ -666,7 +666,7 @@ impl Store for SqliteStore {
                     .fetch_optional(&mut *self.reader_conn().await?)
                     .await
                     .map_err(db)?;
-            refusal(status)
+            refusal(status, false)
         }
         .boxed()
     }
@@ -701,10 +701,7 @@ impl Store for SqliteStore {
                     .await
                     .map_err(db)?;
             tx.commit().await.map_err(db)?;
-            match status {
-                Some((status,)) if !status_of(&status)?.is_terminal() => Ok(EnqueueOutcome::AlreadyRaised),
-                status => refusal(status),
-            }
+            refusal(status, true)
         }
         .boxed()
     }

@@ -13,7 +13,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::store::codec::{
     batch_instance_ids, child_exists, db, event_kind, i64_of, json_list, may_commit, ms, status_of, to_json,
-    u64_of, InstanceRow,
+    u64_of, InstanceRow, INSTANCE_TABLES,
 };
 use crate::store::{
     ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
@@ -119,14 +119,7 @@ impl<'a> Sql<'a> {
     }
 
     pub(super) fn delete_instance_rows(&mut self, instance_id: &'a str) {
-        for table in [
-            "history",
-            "messages",
-            "activities",
-            "stream_events",
-            "events_raised_once",
-            "instances",
-        ] {
+        for table in INSTANCE_TABLES {
             self.statement(&format!("DELETE FROM {table} WHERE instance_id = "))
                 .push_bind(instance_id);
         }
