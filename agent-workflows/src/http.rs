@@ -5,12 +5,13 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | `GET` | `/api/workflows/{id}/status` | 200: the live status `{superstep, pending_requests}` |
-//! | `GET` | `/api/workflows/{id}/requests` | 200: the pending requests `[{request_id, executor_id, request}]` |
+//! | `GET` | `/api/workflows/{id}/requests` | 200: the pending requests `[{request_id, executor_id, request}]` (and `rejected_answers` once an answer was rejected) |
 //! | `POST` | `/api/workflows/{id}/requests/{requestId}` | 202: the body (JSON) answers the request |
 //!
 //! Errors: 400 for an invalid instance id or a body that is not JSON, 404
 //! for an unknown instance, 409 `request_not_pending` for a request that
-//! was never made or is already answered.
+//! was never made or is already answered (also when another answer to it,
+//! sent at the same moment, was accepted).
 //!
 //! ```no_run
 //! # async fn serve(client: durable_core::Client) -> std::io::Result<()> {
@@ -124,7 +125,9 @@ fn openapi() -> (Value, Value, Value) {
         "properties": {
             "request_id": { "type": "string" },
             "executor_id": { "type": "string" },
-            "request": {}
+            "request": {},
+            "rejected_answers": { "type": "integer", "minimum": 1,
+                "description": "Answers the run rejected for not fitting the response type; absent when none." }
         },
         "required": ["request_id", "executor_id", "request"]
     });
@@ -169,7 +172,7 @@ fn openapi() -> (Value, Value, Value) {
             "400": error("Invalid instance id or body"),
             "401": error("Missing or wrong bearer token"),
             "404": error("Unknown instance"),
-            "409": error("The request is not pending"),
+            "409": error("The request is not pending, or another answer to it was accepted"),
             "413": error("Body over the limit")
         }
     } });
