@@ -273,7 +273,7 @@ impl SqliteStore {
                     // size). History and stream rows of 1 to 3 KiB left 40% of
                     // 4 KiB pages empty; with 8 KiB pages the commits of 200
                     // concurrent document-processing runs wrote fewer pages
-                    // and ran 18% faster (see BENCHMARKS.md).
+                    // and ran 10 to 18% faster (see BENCHMARKS.md).
                     .pragma("page_size", PAGE_SIZE)
                     .pragma("cache_size", "-16000")
                     // Reads through the page cache of the operating system
