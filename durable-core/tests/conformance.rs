@@ -546,8 +546,20 @@ async fn a_stalled_workers_late_commit_is_rejected(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(outcome, [TurnOutcome::Conflict]);
-    let events = common::read_all(&client, &id, 10).await;
-    assert_eq!(events.len(), 1);
+    // A stale turn whose rows collide with no stored key is refused all
+    // the same (by the version check, not by a uniqueness violation).
+    let outcome = b
+        .store
+        .commit(
+            "stalled",
+            lease,
+            &batch(common::emitting_turn(&item, vec![(50, 50)])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, [TurnOutcome::Conflict]);
+    let events = common::read_all(&client, &id, 100).await;
+    assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].name, "started", "the new owner's event stands");
     client.terminate(&id, None).await.unwrap();
     worker.shutdown().await.unwrap();

@@ -306,9 +306,20 @@ impl PostgresStore {
         batch: &CommitBatch,
     ) -> StoreResult<Vec<TurnOutcome>> {
         let now = now_ms();
-        let mut tx = self.begin().await?;
-        let (outcomes, change) = write::commit_batch(&mut tx, owner, lease_end(lease), now, batch).await?;
-        tx.commit().await.map_err(db)?;
+        let lease_until = lease_end(lease);
+        let fast = {
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            write::commit_in_one_statement(&mut conn, owner, lease_until, now, batch).await?
+        };
+        let (outcomes, change) = match fast {
+            Some(written) => written,
+            None => {
+                let mut tx = self.begin().await?;
+                let written = write::commit_batch(&mut tx, owner, lease_until, now, batch).await?;
+                tx.commit().await.map_err(db)?;
+                written
+            }
+        };
         publish_turns(&self.changes, &batch.turns, &outcomes);
         self.announce_work(change);
         Ok(outcomes)

@@ -1,9 +1,14 @@
 //! The write path of the PostgreSQL store.
 //!
-//! A commit reads the rows its writes depend on with `FOR UPDATE`, decides
-//! which turns may be written, collects every row to write in column
-//! arrays, and writes each table with one statement (`UNNEST`), so a batch
-//! costs about a dozen round trips whatever it holds.
+//! A commit collects every row to write in column arrays (`UNNEST`). The
+//! usual batch (turns that create no instances and start no new
+//! execution) goes as one statement of data-modifying `WITH` queries in
+//! its own implicit transaction: the instance rows are updated only where
+//! the version and the lease still match, and a guard row turns any
+//! mismatch into a uniqueness violation that undoes the statement. Then,
+//! or for the other batches, the commit reads the rows its writes depend
+//! on with `FOR UPDATE`, decides which turns may be written, and writes
+//! each table with one statement, about a dozen round trips.
 
 use std::collections::HashMap;
 
@@ -77,6 +82,9 @@ struct Updates {
     execution_emits: Vec<i64>,
     lock_owner: Vec<Option<String>>,
     lock_expires: Vec<i64>,
+    /// The version each turn started from (checked by the one-statement
+    /// commit).
+    version: Vec<i64>,
 }
 
 /// Instances to create, by column.
@@ -226,6 +234,7 @@ impl Writes {
         up.execution_emits.push(i64_of(u.execution_emits));
         up.lock_owner.push(keep.then(|| owner.to_owned()));
         up.lock_expires.push(if keep { lease_until } else { 0 });
+        up.version.push(i64_of(turn.version));
         if let Some(row) = rows.get_mut(id) {
             row.status = u.status;
             row.version += 1;
@@ -484,6 +493,138 @@ impl Writes {
     }
 }
 
+/// The batch in one statement: every table's writes as a data-modifying
+/// `WITH` query, and a guard insert that fails when an instance row did not
+/// match its turn's version and lease. Parameters: `$1` now, `$2` the
+/// owner, `$3` the number of instance updates expected.
+const ONE_STATEMENT: &str = "\
+WITH up AS (UPDATE instances AS i SET status = u.status, execution_id = u.execution_id, \
+  input = COALESCE(u.input, i.input), custom_status = u.custom_status, output = u.output, \
+  failure = u.failure, updated_at = $1, completed_at = u.completed_at, history_len = u.history_len, \
+  stream_seq = u.stream_seq, execution_emits = u.execution_emits, version = i.version + 1, \
+  lock_owner = u.lock_owner, lock_expires = u.lock_expires \
+  FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+  $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::text[], $16::int8[], $17::int8[]) \
+  AS u(instance_id, status, execution_id, input, custom_status, output, failure, completed_at, \
+  history_len, stream_seq, execution_emits, lock_owner, lock_expires, version) \
+  WHERE i.instance_id = u.instance_id AND i.version = u.version \
+  AND (i.lock_owner = $2 OR i.lock_expires <= $1) RETURNING 1), \
+h AS (INSERT INTO history (instance_id, idx, event) \
+  SELECT * FROM UNNEST($18::text[], $19::int8[], $20::text[])), \
+consumed AS (DELETE FROM messages WHERE id = ANY($21::int8[])), \
+terminal_messages AS (DELETE FROM messages WHERE instance_id = ANY($22::text[])), \
+terminal_activities AS (DELETE FROM activities WHERE instance_id = ANY($22::text[])), \
+done AS (DELETE FROM activities a USING UNNEST($23::text[], $24::text[], $25::int8[]) \
+  AS k(instance_id, execution_id, task_id) WHERE a.instance_id = k.instance_id \
+  AND a.execution_id = k.execution_id AND a.task_id = k.task_id), \
+act AS (INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
+  lock_expires, attempt) SELECT * FROM UNNEST($26::text[], $27::text[], $28::int8[], $29::text[], \
+  $30::text[], $31::text[], $32::int8[], $33::int4[])), \
+msg AS (INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+  SELECT * FROM UNNEST($34::text[], $35::text[], $36::text[], $37::text[], $38::int8[])), \
+results AS (INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+  SELECT r.instance_id, r.execution_id, 'Result', r.event, $1 \
+  FROM UNNEST($39::text[], $40::text[], $41::text[]) AS r(instance_id, execution_id, event) \
+  WHERE EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = r.instance_id \
+  AND i.status NOT IN ('Completed', 'Failed', 'Terminated'))), \
+stream AS (INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, \
+  emitted_at) SELECT * FROM UNNEST($42::text[], $43::int8[], $44::text[], $45::int8[], $46::text[], \
+  $47::text[], $48::int8[])), \
+released AS (UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
+  WHERE instance_id = ANY($49::text[]) AND lock_owner = $2) \
+INSERT INTO turn_guard (id) SELECT 1 WHERE (SELECT count(*) FROM up) <> $3";
+
+/// Writes `batch` in one statement (see [`ONE_STATEMENT`]), if it is a
+/// batch that can go that way: `None` if not, or if a turn's instance
+/// changed since the turn read it (then nothing was written).
+pub(super) async fn commit_in_one_statement(
+    conn: &mut sqlx::PgConnection,
+    owner: &str,
+    lease_until: i64,
+    now: i64,
+    batch: &CommitBatch,
+) -> StoreResult<Option<(Vec<TurnOutcome>, Change)>> {
+    // Instances created or executions replaced need their rows read; a
+    // result for an instance whose turn is in the batch must see that
+    // turn's status, which a sibling `WITH` query would not.
+    let turning: Vec<&str> = batch.turns.iter().map(|t| t.instance_id.as_str()).collect();
+    let applies = batch
+        .turns
+        .iter()
+        .all(|t| t.sub_orchestrations.is_empty() && !t.new_execution)
+        && !batch
+            .completions
+            .iter()
+            .any(|c| turning.contains(&c.key.instance_id.as_str()));
+    if !applies {
+        return Ok(None);
+    }
+    let (writes, outcomes, change) = plan(batch, owner, lease_until, now, &mut HashMap::new(), false)?;
+    let expected = i64::try_from(writes.updates.instance_id.len()).unwrap_or(i64::MAX);
+    let up = &writes.updates;
+    let (d, a, m, st) = (&writes.done, &writes.activities, &writes.messages, &writes.stream);
+    let result = sqlx::query(ONE_STATEMENT)
+        .bind(now)
+        .bind(owner)
+        .bind(expected)
+        .bind(&up.instance_id)
+        .bind(&up.status)
+        .bind(&up.execution_id)
+        .bind(&up.input)
+        .bind(&up.custom_status)
+        .bind(&up.output)
+        .bind(&up.failure)
+        .bind(&up.completed_at)
+        .bind(&up.history_len)
+        .bind(&up.stream_seq)
+        .bind(&up.execution_emits)
+        .bind(&up.lock_owner)
+        .bind(&up.lock_expires)
+        .bind(&up.version)
+        .bind(&writes.history.0)
+        .bind(&writes.history.1)
+        .bind(&writes.history.2)
+        .bind(&writes.consumed)
+        .bind(&writes.terminal)
+        .bind(&d.instance_id)
+        .bind(&d.execution_id)
+        .bind(&d.task_id)
+        .bind(&a.instance_id)
+        .bind(&a.execution_id)
+        .bind(&a.task_id)
+        .bind(&a.name)
+        .bind(&a.input)
+        .bind(&a.lock_owner)
+        .bind(&a.lock_expires)
+        .bind(&a.attempt)
+        .bind(&m.instance_id)
+        .bind(&m.execution_id)
+        .bind(&m.kind)
+        .bind(&m.event)
+        .bind(&m.visible_at)
+        .bind(&writes.completions.0)
+        .bind(&writes.completions.1)
+        .bind(&writes.completions.2)
+        .bind(&st.instance_id)
+        .bind(&st.seq)
+        .bind(&st.execution_id)
+        .bind(&st.emit_index)
+        .bind(&st.name)
+        .bind(&st.payload)
+        .bind(&st.emitted_at)
+        .bind(&writes.release)
+        .execute(&mut *conn)
+        .await
+        .map_err(db);
+    match result {
+        Ok(_) => Ok(Some((outcomes, change))),
+        // The guard (or another key): nothing was written; check turn by
+        // turn.
+        Err(crate::StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes `batch` in the open transaction; returns the turn outcomes and
 /// what to announce once it commits.
 pub(super) async fn commit_batch(
@@ -499,6 +640,22 @@ pub(super) async fn commit_batch(
     } else {
         instance_rows(tx, &ids).await?
     };
+    let (writes, outcomes, change) = plan(batch, owner, lease_until, now, &mut rows, true)?;
+    writes.execute(tx, now).await?;
+    Ok((outcomes, change))
+}
+
+/// What `batch` writes, which turns are written, and what to announce once
+/// it commits. With `check`, a turn is written only if `rows` (the
+/// instance rows read) allow it; without, every turn is.
+fn plan(
+    batch: &CommitBatch,
+    owner: &str,
+    lease_until: i64,
+    now: i64,
+    rows: &mut HashMap<String, InstanceRow>,
+    check: bool,
+) -> StoreResult<(Writes, Vec<TurnOutcome>, Change)> {
     let mut writes = Writes {
         release_owner: owner.to_owned(),
         ..Writes::default()
@@ -506,11 +663,11 @@ pub(super) async fn commit_batch(
     let mut outcomes = Vec::with_capacity(batch.turns.len());
     let mut change = Change::default();
     for turn in &batch.turns {
-        if !may_commit(turn, &rows, owner, now) {
+        if check && !may_commit(turn, rows, owner, now) {
             outcomes.push(TurnOutcome::Conflict);
             continue;
         }
-        writes.turn(owner, lease_until, now, turn, &mut rows)?;
+        writes.turn(owner, lease_until, now, turn, rows)?;
         change.orchestration_work |=
             turn.messages.iter().any(|m| ms(m.visible_at) <= now) || !turn.sub_orchestrations.is_empty();
         change.activity_work |= !turn.claim_activities && !turn.activities.is_empty();
@@ -529,6 +686,5 @@ pub(super) async fn commit_batch(
             change.orchestration_work = true;
         }
     }
-    writes.execute(tx, now).await?;
-    Ok((outcomes, change))
+    Ok((writes, outcomes, change))
 }
