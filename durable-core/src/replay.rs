@@ -287,12 +287,14 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
     } = item;
     let mut status = state.status;
     let base_len = runner.history_len;
-    // Turn times are whole milliseconds (what stores keep) and strictly
-    // increase from turn to turn of an instance.
+    // Turn times are whole milliseconds (what stores keep) and never go
+    // back from turn to turn of an instance. Turns of one millisecond share
+    // it: forcing each a new one would run an instance that takes more than
+    // one turn per millisecond ahead of the clock, and its timers late.
     let last = runner.ctx.lock().now;
     let now = DateTime::from_timestamp_millis(now.timestamp_millis())
         .unwrap_or(now)
-        .max(last + chrono::Duration::milliseconds(1));
+        .max(last);
     let mut commit = TurnCommit {
         instance_id: instance_id.clone(),
         version: state.version,
