@@ -66,6 +66,9 @@ pub(super) async fn delete_instance_rows(conn: &mut sqlx::PgConnection, ids: &[S
     Ok(())
 }
 
+/// A statement being bound.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
 /// Instance rows to update after turns, by column.
 #[derive(Debug, Default)]
 struct Updates {
@@ -85,6 +88,27 @@ struct Updates {
     /// The version each turn started from (checked by the one-statement
     /// commit).
     version: Vec<i64>,
+}
+
+impl Updates {
+    /// Binds the columns the update sets, from `instance_id` to
+    /// `lock_expires`, in order.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.instance_id)
+            .bind(&self.status)
+            .bind(&self.execution_id)
+            .bind(&self.input)
+            .bind(&self.custom_status)
+            .bind(&self.output)
+            .bind(&self.failure)
+            .bind(&self.completed_at)
+            .bind(&self.history_len)
+            .bind(&self.stream_seq)
+            .bind(&self.execution_emits)
+            .bind(&self.lock_owner)
+            .bind(&self.lock_expires)
+    }
 }
 
 /// Instances to create, by column.
@@ -109,6 +133,16 @@ struct Messages {
 }
 
 impl Messages {
+    /// Binds the columns in order.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.instance_id)
+            .bind(&self.execution_id)
+            .bind(&self.kind)
+            .bind(&self.event)
+            .bind(&self.visible_at)
+    }
+
     fn push(&mut self, m: &NewMessage) -> StoreResult<()> {
         self.instance_id.push(m.instance_id.as_str().to_owned());
         self.execution_id.push(m.execution_id.clone());
@@ -132,12 +166,37 @@ struct Activities {
     attempt: Vec<i32>,
 }
 
+impl Activities {
+    /// Binds the columns in order.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.instance_id)
+            .bind(&self.execution_id)
+            .bind(&self.task_id)
+            .bind(&self.name)
+            .bind(&self.input)
+            .bind(&self.lock_owner)
+            .bind(&self.lock_expires)
+            .bind(&self.attempt)
+    }
+}
+
 /// Activity work items to delete, by key column.
 #[derive(Debug, Default)]
 struct ActivityKeys {
     instance_id: Vec<String>,
     execution_id: Vec<String>,
     task_id: Vec<i64>,
+}
+
+impl ActivityKeys {
+    /// Binds the key columns in order.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.instance_id)
+            .bind(&self.execution_id)
+            .bind(&self.task_id)
+    }
 }
 
 /// Stream events to insert, by column.
@@ -150,6 +209,20 @@ struct Stream {
     name: Vec<String>,
     payload: Vec<String>,
     emitted_at: Vec<i64>,
+}
+
+impl Stream {
+    /// Binds the columns in order.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.instance_id)
+            .bind(&self.seq)
+            .bind(&self.execution_id)
+            .bind(&self.emit_index)
+            .bind(&self.name)
+            .bind(&self.payload)
+            .bind(&self.emitted_at)
+    }
 }
 
 /// Everything one transaction writes, by table.
@@ -338,7 +411,7 @@ impl Writes {
         }
         let up = &self.updates;
         if !up.instance_id.is_empty() {
-            sqlx::query(
+            let query = sqlx::query(
                 "UPDATE instances AS i SET status = u.status, execution_id = u.execution_id, \
                  input = COALESCE(u.input, i.input), custom_status = u.custom_status, output = u.output, \
                  failure = u.failure, updated_at = $1, completed_at = u.completed_at, \
@@ -350,23 +423,8 @@ impl Writes {
                  history_len, stream_seq, execution_emits, lock_owner, lock_expires) \
                  WHERE i.instance_id = u.instance_id",
             )
-            .bind(now)
-            .bind(&up.instance_id)
-            .bind(&up.status)
-            .bind(&up.execution_id)
-            .bind(&up.input)
-            .bind(&up.custom_status)
-            .bind(&up.output)
-            .bind(&up.failure)
-            .bind(&up.completed_at)
-            .bind(&up.history_len)
-            .bind(&up.stream_seq)
-            .bind(&up.execution_emits)
-            .bind(&up.lock_owner)
-            .bind(&up.lock_expires)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            .bind(now);
+            up.bind(query).execute(&mut *tx).await.map_err(db)?;
         }
         if !self.history.0.is_empty() {
             sqlx::query(
@@ -398,51 +456,29 @@ impl Writes {
         }
         let d = &self.done;
         if !d.instance_id.is_empty() {
-            sqlx::query(
+            let query = sqlx::query(
                 "DELETE FROM activities a USING UNNEST($1::text[], $2::text[], $3::int8[]) \
                  AS k(instance_id, execution_id, task_id) WHERE a.instance_id = k.instance_id \
                  AND a.execution_id = k.execution_id AND a.task_id = k.task_id",
-            )
-            .bind(&d.instance_id)
-            .bind(&d.execution_id)
-            .bind(&d.task_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            );
+            d.bind(query).execute(&mut *tx).await.map_err(db)?;
         }
         let a = &self.activities;
         if !a.instance_id.is_empty() {
-            sqlx::query(
+            let query = sqlx::query(
                 "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
                  lock_expires, attempt) SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], \
                  $5::text[], $6::text[], $7::int8[], $8::int4[])",
-            )
-            .bind(&a.instance_id)
-            .bind(&a.execution_id)
-            .bind(&a.task_id)
-            .bind(&a.name)
-            .bind(&a.input)
-            .bind(&a.lock_owner)
-            .bind(&a.lock_expires)
-            .bind(&a.attempt)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            );
+            a.bind(query).execute(&mut *tx).await.map_err(db)?;
         }
         let m = &self.messages;
         if !m.instance_id.is_empty() {
-            sqlx::query(
+            let query = sqlx::query(
                 "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])",
-            )
-            .bind(&m.instance_id)
-            .bind(&m.execution_id)
-            .bind(&m.kind)
-            .bind(&m.event)
-            .bind(&m.visible_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            );
+            m.bind(query).execute(&mut *tx).await.map_err(db)?;
         }
         if !self.completions.0.is_empty() {
             sqlx::query(
@@ -462,21 +498,12 @@ impl Writes {
         }
         let s = &self.stream;
         if !s.instance_id.is_empty() {
-            sqlx::query(
+            let query = sqlx::query(
                 "INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) \
                  SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], \
                  $7::int8[])",
-            )
-            .bind(&s.instance_id)
-            .bind(&s.seq)
-            .bind(&s.execution_id)
-            .bind(&s.emit_index)
-            .bind(&s.name)
-            .bind(&s.payload)
-            .bind(&s.emitted_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            );
+            s.bind(query).execute(&mut *tx).await.map_err(db)?;
         }
         if !self.release.is_empty() {
             sqlx::query(
@@ -563,55 +590,22 @@ pub(super) async fn commit_in_one_statement(
     let expected = i64::try_from(writes.updates.instance_id.len()).unwrap_or(i64::MAX);
     let up = &writes.updates;
     let (d, a, m, st) = (&writes.done, &writes.activities, &writes.messages, &writes.stream);
-    let result = sqlx::query(ONE_STATEMENT)
-        .bind(now)
-        .bind(owner)
-        .bind(expected)
-        .bind(&up.instance_id)
-        .bind(&up.status)
-        .bind(&up.execution_id)
-        .bind(&up.input)
-        .bind(&up.custom_status)
-        .bind(&up.output)
-        .bind(&up.failure)
-        .bind(&up.completed_at)
-        .bind(&up.history_len)
-        .bind(&up.stream_seq)
-        .bind(&up.execution_emits)
-        .bind(&up.lock_owner)
-        .bind(&up.lock_expires)
-        .bind(&up.version)
+    let query = sqlx::query(ONE_STATEMENT).bind(now).bind(owner).bind(expected);
+    let query = up.bind(query).bind(&up.version);
+    let query = query
         .bind(&writes.history.0)
         .bind(&writes.history.1)
         .bind(&writes.history.2)
         .bind(&writes.consumed)
-        .bind(&writes.terminal)
-        .bind(&d.instance_id)
-        .bind(&d.execution_id)
-        .bind(&d.task_id)
-        .bind(&a.instance_id)
-        .bind(&a.execution_id)
-        .bind(&a.task_id)
-        .bind(&a.name)
-        .bind(&a.input)
-        .bind(&a.lock_owner)
-        .bind(&a.lock_expires)
-        .bind(&a.attempt)
-        .bind(&m.instance_id)
-        .bind(&m.execution_id)
-        .bind(&m.kind)
-        .bind(&m.event)
-        .bind(&m.visible_at)
+        .bind(&writes.terminal);
+    let query = a.bind(d.bind(query));
+    let query = m
+        .bind(query)
         .bind(&writes.completions.0)
         .bind(&writes.completions.1)
-        .bind(&writes.completions.2)
-        .bind(&st.instance_id)
-        .bind(&st.seq)
-        .bind(&st.execution_id)
-        .bind(&st.emit_index)
-        .bind(&st.name)
-        .bind(&st.payload)
-        .bind(&st.emitted_at)
+        .bind(&writes.completions.2);
+    let result = st
+        .bind(query)
         .bind(&writes.release)
         .execute(&mut *conn)
         .await
