@@ -202,13 +202,10 @@ impl Client {
         event: HistoryEvent,
         operation: &'static str,
     ) -> Result<()> {
-        let message = NewMessage {
-            instance_id: instance_id.clone(),
-            execution_id: None,
-            event,
-            visible_at: Utc::now(),
-        };
-        let outcome = self.store.enqueue_message(message).await?;
+        let outcome = self
+            .store
+            .enqueue_message(message_now(instance_id, event))
+            .await?;
         enqueued(instance_id, outcome, operation, "")
     }
 
@@ -266,16 +263,14 @@ impl Client {
         data: &impl Serialize,
     ) -> Result<()> {
         let name = name.into();
-        let message = NewMessage {
-            instance_id: instance_id.clone(),
-            execution_id: None,
-            event: HistoryEvent::EventRaised {
-                name: name.clone(),
-                data: serde_json::to_value(data)?,
-            },
-            visible_at: Utc::now(),
+        let event = HistoryEvent::EventRaised {
+            name: name.clone(),
+            data: serde_json::to_value(data)?,
         };
-        let outcome = self.store.enqueue_event_once(message).await?;
+        let outcome = self
+            .store
+            .enqueue_event_once(message_now(instance_id, event))
+            .await?;
         enqueued(instance_id, outcome, "raise an event to", &name)
     }
 
@@ -377,6 +372,17 @@ impl Client {
         Box::pin(stream::watch(self.store.clone(), instance_id.clone(), after))
     }
 }
+
+/// A client's message to `instance_id`, visible at once.
+fn message_now(instance_id: &InstanceId, event: HistoryEvent) -> NewMessage {
+    NewMessage {
+        instance_id: instance_id.clone(),
+        execution_id: None,
+        event,
+        visible_at: Utc::now(),
+    }
+}
+
 /// The result of a client's message from what the store did with it
 /// (`name`: of the event raised once).
 fn enqueued(

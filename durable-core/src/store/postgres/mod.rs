@@ -420,6 +420,18 @@ fn insert_message(
     .bind(ms(message.visible_at)))
 }
 
+/// The stored status of an instance, as text; `None` if there is none.
+async fn instance_status<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: &InstanceId,
+) -> StoreResult<Option<(String,)>> {
+    sqlx::query_as("SELECT status FROM instances WHERE instance_id = $1")
+        .bind(id.as_str())
+        .fetch_optional(executor)
+        .await
+        .map_err(db)
+}
+
 impl Store for PostgresStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
         async move {
@@ -448,12 +460,7 @@ impl Store for PostgresStore {
             if inserted == 1 {
                 return Ok(self.enqueued(&message));
             }
-            let status: Option<(String,)> =
-                sqlx::query_as("SELECT status FROM instances WHERE instance_id = $1")
-                    .bind(message.instance_id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db)?;
+            let status = instance_status(&self.pool, &message.instance_id).await?;
             refusal(status, false)
         }
         .boxed()
@@ -481,12 +488,7 @@ impl Store for PostgresStore {
                 tx.commit().await.map_err(db)?;
                 return Ok(self.enqueued(&message));
             }
-            let status: Option<(String,)> =
-                sqlx::query_as("SELECT status FROM instances WHERE instance_id = $1")
-                    .bind(message.instance_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
+            let status = instance_status(&mut *tx, &message.instance_id).await?;
             tx.commit().await.map_err(db)?;
             refusal(status, true)
         }

@@ -387,6 +387,15 @@ fn insert_message(
     .bind(ms(message.visible_at)))
 }
 
+/// The stored status of an instance, as text; `None` if there is none.
+async fn instance_status(conn: &mut SqliteConnection, id: &InstanceId) -> StoreResult<Option<(String,)>> {
+    sqlx::query_as("SELECT status FROM instances WHERE instance_id = ?")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(db)
+}
+
 /// Fails with `SQLITE_READONLY` if SQLite opened the file read-only.
 async fn check_writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
@@ -660,12 +669,7 @@ impl Store for SqliteStore {
             if inserted == 1 {
                 return Ok(self.enqueued(&message));
             }
-            let status: Option<(String,)> =
-                sqlx::query_as("SELECT status FROM instances WHERE instance_id = ?")
-                    .bind(message.instance_id.as_str())
-                    .fetch_optional(&mut *self.reader_conn().await?)
-                    .await
-                    .map_err(db)?;
+            let status = instance_status(&mut *self.reader_conn().await?, &message.instance_id).await?;
             refusal(status, false)
         }
         .boxed()
@@ -694,12 +698,7 @@ impl Store for SqliteStore {
                 tx.commit().await.map_err(db)?;
                 return Ok(self.enqueued(&message));
             }
-            let status: Option<(String,)> =
-                sqlx::query_as("SELECT status FROM instances WHERE instance_id = ?")
-                    .bind(message.instance_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
+            let status = instance_status(&mut tx, &message.instance_id).await?;
             tx.commit().await.map_err(db)?;
             refusal(status, true)
         }
