@@ -167,7 +167,8 @@ impl WorkflowClient {
     /// # Errors
     ///
     /// [`WorkflowClientError::RequestNotPending`] if no request with this
-    /// id is pending or it has been answered already,
+    /// id is pending (also if the run has ended) or it has been answered
+    /// already,
     /// [`WorkflowClientError::NotFound`], or a store error.
     pub async fn respond<R: Serialize + ?Sized>(
         &self,
@@ -200,6 +201,11 @@ impl WorkflowClient {
                 .await
             {
                 Err(durable_core::Error::EventAlreadyRaised { .. }) => tried = Some(round),
+                // The run ended after the request was read: nothing is
+                // pending any more.
+                Err(durable_core::Error::InvalidState { status, .. }) if status.is_terminal() => {
+                    return Err(not_pending())
+                }
                 result => return Ok(result?),
             }
         }
