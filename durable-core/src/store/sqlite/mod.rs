@@ -276,6 +276,7 @@ impl SqliteStore {
                     // and ran 10 to 18% faster (see BENCHMARKS.md).
                     .pragma("page_size", PAGE_SIZE)
                     .pragma("cache_size", "-16000")
+                    .pragma("temp_store", "memory")
                     // Reads through the page cache of the operating system
                     // without a system call per page.
                     .pragma("mmap_size", "268435456");
