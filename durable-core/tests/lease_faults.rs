@@ -343,6 +343,16 @@ async fn wait_for_line(path: &str, line: &str, child: &mut ChildWorker) {
     .await;
 }
 
+/// Waits until the turn that scheduled step `step`'s activity is written:
+/// an activity may start before that turn commits.
+async fn wait_for_step_written(client: &Client, id: &InstanceId, step: u64) {
+    common::eventually(&format!("the turn of step {step} written"), || async move {
+        let meta = client.get_instance(id).await.unwrap().unwrap();
+        (meta.stream_len == 2 * step + 1).then_some(())
+    })
+    .await;
+}
+
 /// When the stalled worker is resumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ResumeWhen {
@@ -383,6 +393,8 @@ async fn stalled_worker_is_rejected(db: Db, when: ResumeWhen) {
     let mut child = ChildWorker::spawn(&db, &effects, &outcomes, file("child.log"));
     let child_pid = child.pid();
     wait_for_line(&effects, &format!("{child_pid} start {STALL_STEP}"), &mut child).await;
+    // The stalled step's activity runs on long after its turn is written.
+    wait_for_step_written(&client, &id, STALL_STEP).await;
     child.stop_outside_a_transaction(&db).await;
     let meta = client.get_instance(&id).await.unwrap().unwrap();
     assert_eq!(meta.status, RuntimeStatus::Running);
@@ -405,6 +417,7 @@ async fn stalled_worker_is_rejected(db: Db, when: ResumeWhen) {
         }
         ResumeWhen::MidRun => {
             wait_for_line(&effects, &format!("{here} start {HELD_STEP}"), &mut child).await;
+            wait_for_step_written(&client, &id, HELD_STEP).await;
         }
     }
     let before = client.get_instance(&id).await.unwrap().unwrap();

@@ -413,7 +413,10 @@ async fn lost_commit_answers(store: Arc<dyn Store>) {
     faulty.lose_commit_acks(3);
     let worker = Worker::start_with(
         worker_store,
-        registry(Duration::ZERO, None),
+        // Activities that outlast the worker's linger, so that each step
+        // commits while its activity runs: the commits whose answers are
+        // lost claim activities.
+        registry(Duration::from_millis(20), None),
         WorkerOptions::new().lease(Duration::from_secs(1)),
     )
     .unwrap();

@@ -524,15 +524,23 @@ async fn clock(ctx: OrchestrationContext, turns: u64) -> Result<(), Orchestratio
     for t in 0..turns {
         ctx.emit_event("now", &ctx.current_utc_datetime())?;
         ctx.emit_event("execution", &ctx.execution_id())?;
-        let _: u64 = ctx.call_activity("tick", &t).await?;
+        let _: u64 = ctx.call_activity("pause", &t).await?;
     }
     Ok(())
+}
+
+/// Takes a few milliseconds, so that each turn of `clock` falls in a
+/// millisecond of its own (turns within one millisecond share it).
+async fn pause(_ctx: ActivityContext, t: u64) -> Result<u64, Infallible> {
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    Ok(t)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emitted_at_is_the_orchestration_time_and_execution_id_is_set() {
     for options in [WorkerOptions::new(), WorkerOptions::new().cache_capacity(0)] {
-        let rig = Rig::with_options(registry().orchestration("clock", clock), options).await;
+        let registry = registry().orchestration("clock", clock).activity("pause", pause);
+        let rig = Rig::with_options(registry, options).await;
         let id = rig.client.start("clock", &4u64).await.unwrap();
         let meta = wait_done(&rig.client, &id).await;
         let events = read_all(&rig.client, &id, 100).await;

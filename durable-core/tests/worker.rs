@@ -1,18 +1,22 @@
 //! Workers: graceful shutdown hands claimed work over at once, durable
 //! timers and retries outlive the worker that created them, several workers
-//! on one database share instances without running a turn twice, and the
-//! activity concurrency limit holds.
+//! on one database share instances without running a turn twice, the
+//! activity concurrency limit holds, and quick activities chain into one
+//! commit while a slow one does not hold its turn back.
 
 mod common;
+mod faults;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{iid, output_of, read_all, summary, wait_done, wait_stream_len, Rig};
+use common::{iid, output_of, read_all, summary, wait_done, wait_stream_len, Gate, Rig};
 use durable_core::future::join_all;
 use durable_core::prelude::*;
+use durable_core::store::TurnOutcome;
+use faults::FaultyStore;
 use serde_json::{json, Value};
 
 async fn chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, OrchestrationError> {
@@ -243,4 +247,77 @@ async fn timers_and_retries_outlive_the_worker_that_created_them() {
     assert_eq!(out, ["slept true", "tries 2"]);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     third.shutdown().await.unwrap();
+}
+
+// ------------------------------------------------------------- chained turns
+
+/// Runs `chain` of five quick activities with `options` and returns how
+/// many turns of the instance the store wrote.
+async fn written_turns_of_a_quick_chain(options: WorkerOptions) -> usize {
+    let store = common::memory_store().await;
+    let counting = Arc::new(FaultyStore::new(store.clone()));
+    let registry = Registry::new()
+        .orchestration("chain", chain)
+        .activity("slow_square", |_ctx: ActivityContext, i: u64| async move {
+            Ok::<_, Infallible>(i * i)
+        });
+    let worker = Worker::start_with(counting.clone(), registry, options).unwrap();
+    let client = Client::new(store);
+    let id = client.start("chain", &5u64).await.unwrap();
+    let meta = wait_done(&client, &id).await;
+    assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
+    assert_eq!(meta.output, Some(json!(chain_sum(5))));
+    assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(5));
+    worker.shutdown().await.unwrap();
+    counting
+        .outcomes()
+        .iter()
+        .filter(|(instance, _, outcome)| instance == id.as_str() && *outcome == TurnOutcome::Committed)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_activities_chain_into_one_commit() {
+    // The batch closes as soon as no turn waits for an activity: a long
+    // linger does not delay it, and the whole run is one written turn.
+    let linger = WorkerOptions::new().linger(Duration::from_secs(10));
+    assert_eq!(written_turns_of_a_quick_chain(linger).await, 1);
+    // Without a linger the first turn is written at once; the rest chain
+    // while it is being written.
+    let none = WorkerOptions::new().linger(Duration::ZERO);
+    assert!(written_turns_of_a_quick_chain(none).await >= 2);
+    // Without a cache every turn replays and is written on its own.
+    let uncached = WorkerOptions::new().cache_capacity(0);
+    assert_eq!(written_turns_of_a_quick_chain(uncached).await, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_waiting_for_a_slow_activity_is_written_without_it() {
+    let gate = Gate::new();
+    let registry = Registry::new()
+        .orchestration("chain", chain)
+        .activity("slow_square", {
+            let gate = gate.clone();
+            move |_ctx: ActivityContext, i: u64| {
+                let gate = gate.clone();
+                async move {
+                    if i == 1 {
+                        gate.pass().await;
+                    }
+                    Ok::<_, Infallible>(i * i)
+                }
+            }
+        });
+    let rig = Rig::with_options(registry, WorkerOptions::new().linger(Duration::from_millis(50))).await;
+    let id = rig.client.start("chain", &3u64).await.unwrap();
+    // Step 0's event is written while step 1's activity waits at the gate.
+    wait_stream_len(&rig.client, &id, 1).await;
+    let meta = rig.client.get_instance(&id).await.unwrap().unwrap();
+    assert_eq!(meta.status, RuntimeStatus::Running);
+    assert_eq!(meta.stream_len, 1);
+    gate.open(1);
+    let meta = wait_done(&rig.client, &id).await;
+    assert_eq!(meta.output, Some(json!(chain_sum(3))));
+    assert_eq!(summary(&read_all(&rig.client, &id, 100).await), chain_stream(3));
+    rig.shutdown().await;
 }

@@ -1,0 +1,151 @@
+//! Running activities: the activity runner, and the fetcher that claims
+//! activities waiting in the store.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+
+use super::{next_look, Backoff, WorkerOptions};
+use crate::replay::panic_message;
+use crate::store::{ActivityCompletion, ActivityWorkItem, Store};
+use crate::{ActivityContext, FailureDetails, HistoryEvent, Registry};
+
+/// Runs activities on the worker's runtime, up to the concurrency limit,
+/// and hands their results to the dispatcher.
+#[derive(Clone)]
+pub(super) struct ActivityRunner {
+    registry: Arc<Registry>,
+    slots: Arc<Semaphore>,
+    /// Activities started by this worker and not yet finished.
+    in_flight: Arc<AtomicUsize>,
+    completions: mpsc::UnboundedSender<ActivityCompletion>,
+}
+
+impl ActivityRunner {
+    pub(super) fn new(
+        registry: Arc<Registry>,
+        concurrency: usize,
+        completions: mpsc::UnboundedSender<ActivityCompletion>,
+    ) -> Self {
+        Self {
+            registry,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            completions,
+        }
+    }
+
+    /// Activities started by this worker and not yet finished.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Called by the dispatcher when it receives a result.
+    pub(super) fn finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Starts a claimed activity; it waits for a free slot.
+    pub(super) fn run(&self, item: ActivityWorkItem) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = this.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let completion = execute_activity(&this.registry, item).await;
+            let _ = this.completions.send(completion);
+        });
+    }
+}
+
+/// The activity fetcher: claims activity work items left in the store (by a
+/// worker that died, or scheduled while no worker had room) and runs them.
+pub(super) async fn fetch_activities(
+    store: Arc<dyn Store>,
+    owner: String,
+    options: WorkerOptions,
+    activities: ActivityRunner,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut work = store.changes().activity_work();
+    let mut backoff = Backoff::new(store.poll_interval());
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        work.borrow_and_update();
+        let room = options
+            .activity_concurrency
+            .saturating_sub(activities.in_flight());
+        let mut found = false;
+        if room > 0 {
+            match store.fetch_activities(&owner, options.lease, room).await {
+                Ok(items) => {
+                    found = !items.is_empty();
+                    for item in items {
+                        activities.run(item);
+                    }
+                }
+                Err(e) => tracing::warn!(worker = %owner, error = %e, "could not fetch activity work"),
+            }
+        }
+        if found {
+            backoff.reset();
+            continue;
+        }
+        let look_at = if room > 0 {
+            next_look(store.as_ref(), &mut backoff).await
+        } else {
+            Instant::now() + Duration::from_millis(50)
+        };
+        tokio::select! {
+            _ = work.changed() => backoff.reset(),
+            () = tokio::time::sleep_until(look_at) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn execute_activity(registry: &Registry, item: ActivityWorkItem) -> ActivityCompletion {
+    let ctx = ActivityContext {
+        instance_id: item.key.instance_id.clone(),
+        name: item.name.clone(),
+        task_id: item.key.task_id,
+        attempt: item.attempt,
+    };
+    let result = match (item.input_error, registry.activities.get(&item.name)) {
+        (Some(reason), _) => Err(FailureDetails::new(
+            "CorruptWorkItem",
+            format!("activity '{}' cannot run: {reason}", item.name),
+        )),
+        (None, Some(f)) => match std::panic::AssertUnwindSafe(f(ctx, item.input))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => Err(FailureDetails::new(
+                "Panic",
+                format!(
+                    "activity '{}' panicked: {}",
+                    item.name,
+                    panic_message(panic.as_ref())
+                ),
+            )),
+        },
+        (None, None) => Err(FailureDetails::new(
+            "UnknownActivity",
+            format!("no activity named '{}' is registered with this worker", item.name),
+        )),
+    };
+    let id = item.key.task_id;
+    let event = match result {
+        Ok(result) => HistoryEvent::ActivityCompleted { id, result },
+        Err(failure) => HistoryEvent::ActivityFailed { id, failure },
+    };
+    ActivityCompletion { key: item.key, event }
+}

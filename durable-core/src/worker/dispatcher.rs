@@ -1,0 +1,728 @@
+//! The dispatcher: runs orchestration turns and commits them.
+//!
+//! Turns that have run wait in the **open batch**, one entry per instance.
+//! The activities a turn claims start at once, before the turn commits, and
+//! a result that comes back while the turn is still open runs the
+//! instance's next turn at once, merged into the open one: a chain of quick
+//! activities commits as one turn.
+//!
+//! The open batch goes to the store as one transaction (group commit) when
+//! no other batch is being written and it is ready: none of its turns waits
+//! for a running activity, it is full, or its linger has passed
+//! ([`WorkerOptions::linger`]). While a batch is being written (by a task
+//! of its own), the dispatcher goes on running turns, also of the instances
+//! in that batch, whose orchestrations stay in memory: their next turns go
+//! into the next batch. A turn that is not written takes the instance's
+//! later turns in the open batch with it, and the orchestration leaves
+//! memory; the instance is given up and its turns are redone from the
+//! store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::activities::ActivityRunner;
+use super::{next_look, Backoff, WorkerOptions};
+use crate::replay::{merge_turns, panic_message, run_turn, state_after, Runner, TurnResult};
+use crate::store::{
+    ActivityCompletion, ActivityWorkItem, CommitBatch, InboxMessage, InstanceState, MessageSource,
+    NewActivity, OrchestrationWorkItem, Store, StoreResult, TurnCommit, TurnOutcome,
+};
+use crate::{FailureDetails, HistoryEvent, InstanceId, Registry, StoreError};
+
+/// An orchestration kept in memory between turns, with the state of its
+/// instance as its last turn handed to the store leaves it.
+struct Cached {
+    runner: Runner,
+    state: InstanceState,
+}
+
+/// Running orchestrations kept in memory between turns, least recently used
+/// evicted first.
+struct RunnerCache {
+    capacity: usize,
+    tick: u64,
+    entries: HashMap<InstanceId, (u64, Cached)>,
+    order: BTreeMap<u64, InstanceId>,
+}
+
+impl RunnerCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            tick: 0,
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+        }
+    }
+
+    fn get(&self, id: &InstanceId) -> Option<&Cached> {
+        self.entries.get(id).map(|(_, cached)| cached)
+    }
+
+    fn take(&mut self, id: &InstanceId) -> Option<Cached> {
+        let (tick, cached) = self.entries.remove(id)?;
+        self.order.remove(&tick);
+        Some(cached)
+    }
+
+    /// Keeps `cached`; returns the instances evicted to make room.
+    fn put(&mut self, id: InstanceId, cached: Cached) -> Vec<InstanceId> {
+        self.tick += 1;
+        self.order.insert(self.tick, id.clone());
+        if let Some((old, _)) = self.entries.insert(id, (self.tick, cached)) {
+            self.order.remove(&old);
+        }
+        let mut evicted = Vec::new();
+        while self.entries.len() > self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+            evicted.push(oldest);
+        }
+        evicted
+    }
+}
+
+/// The turns to run next, by instance, in arrival order.
+#[derive(Default)]
+struct Pending {
+    order: Vec<InstanceId>,
+    items: HashMap<InstanceId, (Option<InstanceState>, Vec<InboxMessage>)>,
+}
+
+impl Pending {
+    fn add(&mut self, id: &InstanceId, state: Option<InstanceState>, messages: Vec<InboxMessage>) {
+        if !self.items.contains_key(id) {
+            self.order.push(id.clone());
+        }
+        let entry = self.items.entry(id.clone()).or_insert((None, Vec::new()));
+        if state.is_some() {
+            entry.0 = state;
+        }
+        entry.1.extend(messages);
+    }
+}
+
+/// Messages of a turn in the order they arrived: results handed over in
+/// memory after the stored messages of the same millisecond.
+fn sort_arrivals(messages: &mut [InboxMessage]) {
+    messages.sort_by_key(|m| (m.visible_at, matches!(m.source, MessageSource::Activity(_))));
+}
+
+/// Whether `message` is an inbox row among `consumed`: a turn that is not
+/// written yet consumed it, and the store still returns it.
+fn consumed_by(message: &InboxMessage, consumed: &[i64]) -> bool {
+    matches!(&message.source, MessageSource::Inbox(id) if consumed.contains(id))
+}
+
+/// The turns that have run and are not handed to the store yet: one per
+/// instance, holding every turn the instance took meanwhile, merged.
+#[derive(Default)]
+struct OpenBatch {
+    turns: Vec<OpenTurn>,
+    index: HashMap<InstanceId, usize>,
+    /// When the batch is to be written at the latest.
+    close_at: Option<Instant>,
+}
+
+/// An instance's turn that is not handed to the store yet.
+struct OpenTurn {
+    commit: TurnCommit,
+    /// The orchestration, if its execution goes on and the worker keeps it
+    /// in memory.
+    runner: Option<Runner>,
+    /// The orchestration name.
+    name: String,
+}
+
+impl OpenTurn {
+    /// The execution the orchestration runs, if it goes on.
+    fn running_execution(&self) -> Option<&str> {
+        self.runner.as_ref()?;
+        self.commit.update.as_ref().map(|u| u.execution_id.as_str())
+    }
+}
+
+impl OpenBatch {
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.turns.len()
+    }
+
+    fn get(&self, id: &InstanceId) -> Option<&OpenTurn> {
+        self.index.get(id).map(|&i| &self.turns[i])
+    }
+
+    fn get_mut(&mut self, id: &InstanceId) -> Option<&mut OpenTurn> {
+        self.index.get(id).map(|&i| &mut self.turns[i])
+    }
+
+    fn push(&mut self, turn: OpenTurn, linger: Duration) {
+        self.close_at.get_or_insert_with(|| Instant::now() + linger);
+        self.index
+            .insert(turn.commit.instance_id.clone(), self.turns.len());
+        self.turns.push(turn);
+    }
+
+    fn remove(&mut self, id: &InstanceId) -> Option<OpenTurn> {
+        let i = self.index.remove(id)?;
+        let turn = self.turns.swap_remove(i);
+        if let Some(moved) = self.turns.get(i) {
+            self.index.insert(moved.commit.instance_id.clone(), i);
+        }
+        Some(turn)
+    }
+
+    /// Whether a turn waits for an activity this worker started and runs.
+    fn expects_results(&self) -> bool {
+        self.turns
+            .iter()
+            .any(|t| t.runner.is_some() && t.commit.claim_activities && !t.commit.activities.is_empty())
+    }
+
+    /// Whether the batch should be written now, if no other is being
+    /// written.
+    fn is_ready(&self, max: usize) -> bool {
+        !self.expects_results() || self.len() >= max || self.close_at.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
+/// A batch being written by a task of its own; it hands the batch back
+/// with the outcome.
+type Flight = JoinHandle<(CommitBatch, StoreResult<Vec<TurnOutcome>>)>;
+
+pub(super) struct Dispatcher {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    owner: String,
+    options: WorkerOptions,
+    /// Orchestrations in memory, each as of its last turn handed to the
+    /// store (which may still be being written).
+    cache: RunnerCache,
+    activities: ActivityRunner,
+    completions: mpsc::UnboundedReceiver<ActivityCompletion>,
+    /// Activity results for instances not held here: they go to the inbox.
+    foreign: Vec<ActivityCompletion>,
+    /// Instances whose lease to give up with the next commit.
+    release: Vec<InstanceId>,
+    /// The instances of the batch being written, with the inbox messages it
+    /// consumes: the store returns them until the batch is written.
+    flying: HashMap<InstanceId, Vec<i64>>,
+    /// Stored messages were left for later because their instance's last
+    /// turn was not written yet: look at the store again once it is.
+    recheck: bool,
+    shutting_down: bool,
+}
+
+impl Dispatcher {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        owner: String,
+        options: WorkerOptions,
+        activities: ActivityRunner,
+        completions: mpsc::UnboundedReceiver<ActivityCompletion>,
+    ) -> Self {
+        Self {
+            store,
+            registry,
+            owner,
+            cache: RunnerCache::new(options.cache_capacity),
+            options,
+            activities,
+            completions,
+            foreign: Vec::new(),
+            release: Vec::new(),
+            flying: HashMap::new(),
+            recheck: false,
+            shutting_down: false,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let store = self.store.clone();
+        let mut work = store.changes().orchestration_work();
+        let mut backoff = Backoff::new(store.poll_interval());
+        let max = self.options.orchestration_batch;
+        // When to look at the store next even without a signal: a timer
+        // becomes due, a lease expires, or it is time to poll.
+        let mut look_at = Instant::now();
+        // The last look found a full page: look again once the batch in
+        // flight is written (until then the page would hold its instances).
+        let mut more = false;
+        let mut error_backoff = Duration::from_millis(10);
+        let mut deadline = Instant::now();
+        let mut open = OpenBatch::default();
+        let mut flight: Option<Flight> = None;
+        let mut carried = None;
+        loop {
+            if *shutdown.borrow() && !self.shutting_down {
+                self.shutting_down = true;
+                // Let the activities this worker runs finish in time.
+                deadline = Instant::now() + self.options.shutdown_timeout;
+            }
+            let mut pending = Pending::default();
+            if let Some(c) = carried.take() {
+                self.push_completion(&mut pending, &open, c);
+            }
+            self.take_completions(&mut pending, &open);
+            // Look at the store when signalled or due, also when results
+            // are at hand, so that a turn sees messages that arrived before
+            // them (a terminate before an activity result).
+            let can_look = !self.shutting_down && open.len() < max;
+            if can_look && (work.has_changed().unwrap_or(false) || Instant::now() >= look_at) {
+                work.borrow_and_update();
+                match self.fetch(&mut pending).await {
+                    Ok(full) => {
+                        more = full;
+                        look_at = next_look(store.as_ref(), &mut backoff).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(worker = %self.owner, error = %e, "could not fetch orchestration work");
+                        look_at = Instant::now() + Duration::from_secs(1);
+                    }
+                }
+            }
+            self.run_turns(&mut open, pending).await;
+            if flight.is_none() {
+                let anything = !open.is_empty() || !self.foreign.is_empty() || !self.release.is_empty();
+                if anything && open.is_ready(max) {
+                    flight = Some(self.hand_over(std::mem::take(&mut open)));
+                } else if more && !anything {
+                    more = false;
+                    look_at = Instant::now();
+                }
+            }
+            if self.shutting_down
+                && flight.is_none()
+                && ((open.is_empty()
+                    && self.foreign.is_empty()
+                    && self.release.is_empty()
+                    && self.activities.in_flight() == 0)
+                    || Instant::now() >= deadline)
+            {
+                break;
+            }
+            let mut wake_at = if can_look {
+                look_at
+            } else {
+                Instant::now() + Duration::from_secs(3600)
+            };
+            if let (None, Some(close_at)) = (&flight, open.close_at) {
+                wake_at = wake_at.min(close_at);
+            }
+            if self.shutting_down {
+                wake_at = wake_at.min(deadline);
+            }
+            tokio::select! {
+                Some(c) = self.completions.recv() => carried = Some(c),
+                landed = async { flight.as_mut().expect("checked by the guard").await }, if flight.is_some() => {
+                    flight = None;
+                    match self.landed(landed, &mut open) {
+                        Ok(due) => {
+                            error_backoff = Duration::from_millis(10);
+                            // A timer (or a delayed message) it just wrote.
+                            if let Some(due) = due {
+                                look_at = look_at.min(due);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(worker = %self.owner, error = %e, "could not commit orchestration turns");
+                            tokio::time::sleep(error_backoff).await;
+                            error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                            look_at = Instant::now();
+                        }
+                    }
+                    let recheck = std::mem::take(&mut self.recheck);
+                    if std::mem::take(&mut more) || recheck {
+                        look_at = Instant::now();
+                    }
+                }
+                Ok(()) = work.changed(), if can_look => {
+                    backoff.reset();
+                    look_at = Instant::now();
+                }
+                () = tokio::time::sleep_until(wake_at) => {}
+                _ = shutdown.changed(), if !self.shutting_down => {}
+            }
+        }
+    }
+
+    fn take_completions(&mut self, pending: &mut Pending, open: &OpenBatch) {
+        while let Ok(c) = self.completions.try_recv() {
+            self.push_completion(pending, open, c);
+        }
+    }
+
+    /// Routes an activity result: to the orchestration in memory if this
+    /// worker holds it (in the open batch or in the cache), else to the
+    /// instance's inbox.
+    fn push_completion(&mut self, pending: &mut Pending, open: &OpenBatch, completion: ActivityCompletion) {
+        self.activities.finished();
+        let key = &completion.key;
+        let held = match open.get(&key.instance_id) {
+            Some(turn) => turn.running_execution() == Some(key.execution_id.as_str()),
+            None => self
+                .cache
+                .get(&key.instance_id)
+                .is_some_and(|c| c.state.execution_id == key.execution_id),
+        };
+        if held {
+            let id = key.instance_id.clone();
+            let message = InboxMessage {
+                visible_at: Utc::now(),
+                execution_id: Some(key.execution_id.clone()),
+                source: MessageSource::Activity(completion.key),
+                event: completion.event,
+            };
+            pending.add(&id, None, vec![message]);
+        } else {
+            self.foreign.push(completion);
+        }
+    }
+
+    /// Fetches instances with messages in the store; true if the page was
+    /// full, so that there may be more.
+    async fn fetch(&mut self, pending: &mut Pending) -> Result<bool, StoreError> {
+        let max = self.options.orchestration_batch;
+        let items = self
+            .store
+            .fetch_orchestrations(&self.owner, self.options.lease, max)
+            .await?;
+        let full = items.len() >= max;
+        for item in items {
+            pending.add(&item.instance_id, Some(item.state), item.messages);
+        }
+        Ok(full)
+    }
+
+    async fn runner_for(&mut self, id: &InstanceId, state: &InstanceState) -> Option<Runner> {
+        if let Some(cached) = self.cache.take(id) {
+            if cached.state == *state {
+                return Some(cached.runner);
+            }
+        }
+        let mut runner = Runner::new(
+            self.registry.clone(),
+            self.options.limits,
+            id.clone(),
+            state.name.clone(),
+            state.execution_id.clone(),
+            state.execution_emits,
+        );
+        if state.history_len > 0 && !state.status.is_terminal() {
+            match self.store.load_history(id).await {
+                Ok(history) => {
+                    tracing::debug!(instance = %id, events = history.len(), "replaying");
+                    runner.replay(history);
+                }
+                Err(StoreError::Corrupt(reason)) => runner.fail(
+                    FailureDetails::new(
+                        "CorruptHistory",
+                        format!("the stored history cannot be read: {reason}"),
+                    ),
+                    state.history_len,
+                ),
+                Err(e) => {
+                    // Not a failure of the instance: hold it back and retry.
+                    tracing::warn!(instance = %id, error = %e, "could not load history");
+                    if let Err(e) = self
+                        .store
+                        .abandon_orchestration(&self.owner, id, Duration::from_secs(1))
+                        .await
+                    {
+                        tracing::warn!(instance = %id, error = %e, "could not release the instance");
+                    }
+                    return None;
+                }
+            }
+        }
+        Some(runner)
+    }
+
+    /// Runs one turn per pending instance: the next turn of an instance in
+    /// `open`, merged into its open turn, or a new turn, added to `open`.
+    /// The activities a turn claims start at once.
+    async fn run_turns(&mut self, open: &mut OpenBatch, mut pending: Pending) {
+        for id in std::mem::take(&mut pending.order) {
+            let Some((state, mut messages)) = pending.items.remove(&id) else {
+                continue;
+            };
+            let flying = self.flying.get(&id);
+            if let Some(consumed) = flying {
+                messages.retain(|m| !consumed_by(m, consumed));
+            }
+            if let Some(turn) = open.get_mut(&id) {
+                messages.retain(|m| !consumed_by(m, &turn.commit.consumed));
+                if messages.is_empty() {
+                    continue;
+                }
+                let state = state_after(&turn.commit, &turn.name);
+                let (Some(runner), Some(state)) = (turn.runner.take(), state) else {
+                    // The orchestration is not in memory (its execution
+                    // ended in this batch, or nothing is cached): results go
+                    // to the inbox, stored messages wait until the batch is
+                    // written.
+                    self.defer_until_written(messages);
+                    continue;
+                };
+                sort_arrivals(&mut messages);
+                let mut result = run_turn(
+                    runner,
+                    OrchestrationWorkItem {
+                        instance_id: id,
+                        state,
+                        messages,
+                    },
+                    Utc::now(),
+                );
+                self.foreign.append(&mut result.deferred);
+                let keep = self.keeps(&result);
+                result.commit.keep_lease = keep;
+                if turn.commit.claim_activities {
+                    self.start_activities(&result.commit.activities);
+                }
+                merge_turns(&mut turn.commit, result.commit);
+                turn.runner = result.runner.filter(|_| keep);
+                continue;
+            }
+            if messages.is_empty() {
+                continue;
+            }
+            // While the instance's last turn is being written, the store's
+            // state is behind: the orchestration in memory is current.
+            let state = if flying.is_some() {
+                self.cache.get(&id).map(|c| c.state.clone())
+            } else {
+                state.or_else(|| self.cache.get(&id).map(|c| c.state.clone()))
+            };
+            let Some(state) = state else {
+                // Results for an orchestration no longer in memory, or
+                // stored messages of one whose last turn is being written
+                // without it staying in memory: they wait until it is.
+                self.defer_until_written(messages);
+                continue;
+            };
+            let Some(runner) = self.runner_for(&id, &state).await else {
+                // The history could not be loaded; the instance was held back.
+                self.defer(messages);
+                continue;
+            };
+            let name = state.name.clone();
+            sort_arrivals(&mut messages);
+            let mut result = run_turn(
+                runner,
+                OrchestrationWorkItem {
+                    instance_id: id,
+                    state,
+                    messages,
+                },
+                Utc::now(),
+            );
+            self.foreign.append(&mut result.deferred);
+            let keep = self.keeps(&result);
+            result.commit.keep_lease = keep;
+            // Claimed activities run here; beyond twice the concurrency they
+            // wait in the store for any worker.
+            let room = (self.options.activity_concurrency * 2).saturating_sub(self.activities.in_flight());
+            let commit = &mut result.commit;
+            commit.claim_activities = !self.shutting_down && commit.activities.len() <= room;
+            if commit.claim_activities {
+                self.start_activities(&commit.activities);
+            }
+            open.push(
+                OpenTurn {
+                    commit: result.commit,
+                    runner: result.runner.filter(|_| keep),
+                    name,
+                },
+                self.options.linger,
+            );
+        }
+    }
+
+    /// Whether the worker keeps the orchestration of `result` in memory
+    /// (and its instance leased) after the turn, for its next turns in the
+    /// open batch and in later ones. Without a cache, every turn replays.
+    fn keeps(&self, result: &TurnResult) -> bool {
+        result.runner.is_some() && self.options.cache_capacity > 0 && !self.shutting_down
+    }
+
+    /// Starts activities that a turn claims, before the turn commits: a
+    /// result that comes back before the turn is written runs the next turn
+    /// in the same batch. If the turn is never written, it is redone and
+    /// schedules them again (activities are at least once).
+    fn start_activities(&self, activities: &[NewActivity]) {
+        for activity in activities {
+            self.activities.run(ActivityWorkItem {
+                key: activity.key.clone(),
+                name: activity.name.clone(),
+                input: activity.input.clone(),
+                attempt: 1,
+                input_error: None,
+            });
+        }
+    }
+
+    /// Hands the open batch to a task that writes it in one transaction.
+    /// The orchestrations that go on stay in memory as of their turns in
+    /// the batch, so that their next turns can run meanwhile.
+    fn hand_over(&mut self, open: OpenBatch) -> Flight {
+        let mut turns = Vec::with_capacity(open.turns.len());
+        for OpenTurn { commit, runner, name } in open.turns {
+            self.flying
+                .insert(commit.instance_id.clone(), commit.consumed.clone());
+            if let (true, Some(runner), Some(state)) =
+                (commit.keep_lease, runner, state_after(&commit, &name))
+            {
+                let evicted = self
+                    .cache
+                    .put(commit.instance_id.clone(), Cached { runner, state });
+                self.release.extend(evicted);
+            }
+            turns.push(commit);
+        }
+        let batch = CommitBatch {
+            turns,
+            completions: std::mem::take(&mut self.foreign),
+            release: std::mem::take(&mut self.release),
+        };
+        let store = self.store.clone();
+        let owner = self.owner.clone();
+        let lease = self.options.lease;
+        tokio::spawn(async move {
+            let written = std::panic::AssertUnwindSafe(store.commit(&owner, lease, &batch))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(StoreError::Database(
+                        format!("the commit panicked: {}", panic_message(panic.as_ref())).into(),
+                    ))
+                });
+            (batch, written)
+        })
+    }
+
+    /// Takes the outcome of the batch written by a flight. Returns when the
+    /// earliest delayed message it wrote (a timer) is due.
+    fn landed(
+        &mut self,
+        landed: Result<(CommitBatch, StoreResult<Vec<TurnOutcome>>), tokio::task::JoinError>,
+        open: &mut OpenBatch,
+    ) -> Result<Option<Instant>, StoreError> {
+        let flying = std::mem::take(&mut self.flying);
+        let (batch, written) = match landed {
+            Ok(landed) => landed,
+            Err(e) => {
+                // The task did not finish (the runtime is shutting down):
+                // whether the batch was written is unknown.
+                for id in flying.into_keys() {
+                    self.cache.take(&id);
+                    open.remove(&id);
+                    self.release.push(id);
+                }
+                return Err(StoreError::Database(Box::new(e)));
+            }
+        };
+        let outcomes = match written {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                // Usually nothing was written, but the commit may also have
+                // been written with its answer lost (the connection dropped
+                // during COMMIT). Either way the activities the batch
+                // started are running, and their results go to the inbox
+                // once the instances are given up: after a redone turn that
+                // scheduled them again, a result that arrives first is taken
+                // or ignored like any repeated run (at least once).
+                let CommitBatch {
+                    turns,
+                    completions,
+                    release,
+                } = batch;
+                self.foreign.extend(completions);
+                self.release.extend(release);
+                for commit in &turns {
+                    self.give_up(commit, open);
+                }
+                return Err(e);
+            }
+        };
+        let now = Utc::now();
+        let mut due = None;
+        for (commit, outcome) in batch.turns.iter().zip(outcomes) {
+            match outcome {
+                TurnOutcome::Committed => {
+                    if let Some(at) = commit.messages.iter().map(|m| m.visible_at).min() {
+                        let at = Instant::now() + (at - now).to_std().unwrap_or_default();
+                        due = Some(due.map_or(at, |d: Instant| d.min(at)));
+                    }
+                }
+                TurnOutcome::Conflict => {
+                    tracing::debug!(instance = %commit.instance_id, worker = %self.owner, "turn conflicted; discarded");
+                    self.give_up(commit, open);
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    /// After `commit` was not written: the orchestration, which went on from
+    /// it in memory, leaves memory with its later turns in `open`, the
+    /// results those turns took from this worker go to the inbox, and the
+    /// instance is given up to be redone from the store.
+    fn give_up(&mut self, commit: &TurnCommit, open: &mut OpenBatch) {
+        self.requeue_local(commit);
+        self.cache.take(&commit.instance_id);
+        if let Some(later) = open.remove(&commit.instance_id) {
+            self.requeue_local(&later.commit);
+        }
+        self.release.push(commit.instance_id.clone());
+    }
+
+    /// Leaves `messages` of an instance whose last turn is not written yet
+    /// for later: results go to the inbox, and the store is looked at again
+    /// once the batch being written lands, for the stored ones.
+    fn defer_until_written(&mut self, messages: Vec<InboxMessage>) {
+        self.recheck |= messages
+            .iter()
+            .any(|m| matches!(m.source, MessageSource::Inbox(_)));
+        self.defer(messages);
+    }
+
+    /// Sends handed-over activity results back to the inbox route.
+    fn defer(&mut self, messages: Vec<InboxMessage>) {
+        for m in messages {
+            if let MessageSource::Activity(key) = m.source {
+                self.foreign.push(ActivityCompletion { key, event: m.event });
+            }
+        }
+    }
+
+    /// After a turn was not written, its handed-over activity results go to
+    /// the inbox instead.
+    fn requeue_local(&mut self, commit: &TurnCommit) {
+        // The results themselves are in the turn's history; find them there.
+        for key in &commit.completed_activities {
+            let event = commit.history.iter().find(|e| {
+                matches!(e, HistoryEvent::ActivityCompleted { id, .. } | HistoryEvent::ActivityFailed { id, .. } if *id == key.task_id)
+            });
+            if let Some(event) = event {
+                self.foreign.push(ActivityCompletion {
+                    key: key.clone(),
+                    event: event.clone(),
+                });
+            }
+        }
+    }
+}
