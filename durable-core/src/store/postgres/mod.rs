@@ -129,6 +129,19 @@ fn valid_schema(schema: &str) -> StoreResult<()> {
 }
 
 impl PostgresStore {
+    /// Creates `instance` in one transaction, unless a non-terminal
+    /// instance has its id. Fails with a conflict if a concurrent
+    /// transaction created the id meanwhile.
+    async fn create_once(&self, instance: &NewInstance) -> StoreResult<CreateOutcome> {
+        let mut tx = self.begin().await?;
+        let mut rows = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
+        let mut writes = write::Writes::default();
+        let outcome = writes.create_instance(instance, &mut rows)?;
+        writes.execute(&mut tx, now_ms()).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+
     /// Connects with default options and runs the migrations.
     ///
     /// # Errors
@@ -435,17 +448,21 @@ async fn instance_status<'e>(
 impl Store for PostgresStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
         async move {
-            let mut tx = self.begin().await?;
-            let mut rows = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
-            let mut writes = write::Writes::default();
-            let outcome = writes.create_instance(&instance, &mut rows)?;
-            writes.execute(&mut tx, now_ms()).await?;
-            tx.commit().await.map_err(db)?;
-            if outcome == CreateOutcome::Created {
-                self.changes.reset_instance(&instance.instance_id);
-                self.announce(Change::work(Some(instance.instance_id.clone())));
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let outcome = match self.create_once(&instance).await {
+                    // Another transaction created the id after this one
+                    // found it free: look again, to find it taken.
+                    Err(StoreError::Conflict(_)) if attempt < 3 => continue,
+                    outcome => outcome?,
+                };
+                if outcome == CreateOutcome::Created {
+                    self.changes.reset_instance(&instance.instance_id);
+                    self.announce(Change::work(Some(instance.instance_id.clone())));
+                }
+                return Ok(outcome);
             }
-            Ok(outcome)
         }
         .boxed()
     }
