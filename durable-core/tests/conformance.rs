@@ -141,6 +141,7 @@ conformance!(
     many_turns_commit_together_whole,
     a_released_instance_is_free_for_other_workers,
     an_event_raised_once_is_taken_once,
+    starts_at_once_create_each_instance_once,
 );
 
 // ---------------------------------------------------------------------------
@@ -257,6 +258,55 @@ async fn activities_timers_and_stream(b: &Backend) {
     let events = common::read_all(&client, &id, 100).await;
     assert_eq!(summary(&events), steps_stream(5));
     assert_eq!(client.get_instance(&id).await.unwrap().unwrap().stream_len, 5);
+    worker.shutdown().await.unwrap();
+}
+
+/// Sixty starts at once: fifty under ids of their own, nine under one id
+/// and one under the id of a finished instance. Each id is created once
+/// (eight starts under the shared id are refused), the finished instance is
+/// replaced, and every instance created runs.
+async fn starts_at_once_create_each_instance_once(b: &Backend) {
+    let worker = start(&b.store, WorkerOptions::new());
+    let client = Client::new(b.store.clone());
+    let options = |id: &str, timeout_ms: u64| {
+        StartOptions::new("waiter", &timeout_ms)
+            .unwrap()
+            .instance_id(common::iid(id))
+    };
+    let finished = client.start_with(options("finished", 0)).await.unwrap();
+    wait_done(&client, &finished).await;
+    let starts: Vec<_> = (0..60)
+        .map(|i| {
+            let id = match i {
+                0..=8 => "shared".to_owned(),
+                9 => "finished".to_owned(),
+                i => format!("own-{i}"),
+            };
+            let client = client.clone();
+            let options = options(&id, 60_000);
+            tokio::spawn(async move { client.start_with(options).await })
+        })
+        .collect();
+    let mut created = HashSet::new();
+    let mut refused = 0;
+    for start in starts {
+        match start.await.unwrap() {
+            Ok(id) => assert!(created.insert(id.clone()), "{id} created twice"),
+            Err(Error::InstanceAlreadyExists(id)) => {
+                assert_eq!(id.as_str(), "shared");
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected: {e:?}"),
+        }
+    }
+    assert_eq!(refused, 8);
+    assert_eq!(created.len(), 52);
+    for id in &created {
+        client.raise_event(id, "go", &id.to_string()).await.unwrap();
+    }
+    for id in &created {
+        assert_eq!(output::<String>(&client, id).await, id.to_string());
+    }
     worker.shutdown().await.unwrap();
 }
 

@@ -27,10 +27,12 @@ use super::{
 };
 use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 
+mod creations;
 mod fast;
 mod held;
 mod write;
 
+use creations::{Creations, Waiting};
 use held::{Held, HeldConn};
 
 use super::codec::{
@@ -146,6 +148,8 @@ pub struct SqliteStore {
     check_writer: AtomicBool,
     /// The connections that read (for a database in memory, the writer).
     reader: Arc<Held>,
+    /// Instance creations waiting to be written together.
+    creations: Creations,
     changes: ChangeFeed,
     poll_interval: Option<Duration>,
 }
@@ -233,6 +237,7 @@ impl SqliteStore {
             check_writer: AtomicBool::new(matches!(options.target, Target::File(_))),
             writer,
             reader,
+            creations: Creations::default(),
             changes: ChangeFeed::new(),
             poll_interval: options.poll_interval,
         })
@@ -411,6 +416,63 @@ async fn check_writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::E
 }
 
 impl SqliteStore {
+    /// Writes the creations in `waiting` and answers each: all in one
+    /// transaction if their ids are new, else one by one.
+    async fn create_together(&self, conn: &mut HeldConn<'_>, waiting: Vec<Waiting>) {
+        if waiting.len() > 1 {
+            let mut sql = write::Sql::transaction();
+            let built = waiting
+                .iter()
+                .try_for_each(|w| sql.create_new_instance(&w.instance));
+            if built.is_ok() && sql.commit(conn).await.is_ok() {
+                self.changes.notify_orchestration_work();
+                for w in waiting {
+                    self.changes.reset_instance(&w.instance.instance_id);
+                    w.answer(Ok(CreateOutcome::Created));
+                }
+                return;
+            }
+            // A taken id (or any other failure): each on its own, with its
+            // own outcome.
+        }
+        for w in waiting {
+            let outcome = self.create_one(conn, &w.instance).await;
+            w.answer(outcome);
+        }
+    }
+
+    /// Creates one instance on the writer connection.
+    async fn create_one(
+        &self,
+        conn: &mut HeldConn<'_>,
+        instance: &NewInstance,
+    ) -> StoreResult<CreateOutcome> {
+        // Most ids are new: one round trip. A taken id (maybe of a
+        // terminal instance to replace) is looked at row by row.
+        let mut sql = write::Sql::transaction();
+        sql.create_new_instance(instance)?;
+        match sql.commit(conn).await {
+            Ok(()) => {
+                self.changes.notify_orchestration_work();
+                self.changes.reset_instance(&instance.instance_id);
+                return Ok(CreateOutcome::Created);
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let mut tx = self.begin(conn).await?;
+        let mut rows = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
+        let mut sql = write::Sql::new();
+        let outcome = sql.create_instance(instance, &mut rows)?;
+        sql.execute(&mut tx).await?;
+        tx.commit().await.map_err(db)?;
+        if outcome == CreateOutcome::Created {
+            self.changes.notify_orchestration_work();
+            self.changes.reset_instance(&instance.instance_id);
+        }
+        Ok(outcome)
+    }
+
     async fn commit_inner(
         &self,
         owner: &str,
@@ -628,32 +690,31 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
         async move {
-            // Most ids are new: one round trip. A taken id (maybe of a
-            // terminal instance to replace) is looked at row by row.
-            let mut sql = write::Sql::transaction();
-            sql.create_new_instance(&instance)?;
-            let mut conn = self.writer_conn().await?;
-            match sql.commit(&mut conn).await {
-                Ok(()) => {
-                    self.changes.notify_orchestration_work();
-                    self.changes.reset_instance(&instance.instance_id);
-                    return Ok(CreateOutcome::Created);
+            let mut answered = self.creations.push(instance);
+            loop {
+                tokio::select! {
+                    biased;
+                    outcome = &mut answered => {
+                        return outcome.unwrap_or_else(|_| {
+                            Err(StoreError::Database("the creation was dropped unanswered".into()))
+                        });
+                    }
+                    conn = self.writer_conn() => {
+                        let waiting = self.creations.take();
+                        match conn {
+                            // Ours may have been written by another caller:
+                            // its answer is waiting.
+                            Ok(mut conn) => self.create_together(&mut conn, waiting).await,
+                            Err(e) => {
+                                let message = e.to_string();
+                                for w in waiting {
+                                    w.answer(Err(StoreError::Database(message.clone().into())));
+                                }
+                            }
+                        }
+                    }
                 }
-                Err(StoreError::Conflict(_)) => drop(conn),
-                Err(e) => return Err(e),
             }
-            let mut conn = self.writer_conn().await?;
-            let mut tx = self.begin(&mut conn).await?;
-            let mut rows = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
-            let mut sql = write::Sql::new();
-            let outcome = sql.create_instance(&instance, &mut rows)?;
-            sql.execute(&mut tx).await?;
-            tx.commit().await.map_err(db)?;
-            if outcome == CreateOutcome::Created {
-                self.changes.notify_orchestration_work();
-                self.changes.reset_instance(&instance.instance_id);
-            }
-            Ok(outcome)
         }
         .boxed()
     }
