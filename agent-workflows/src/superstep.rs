@@ -39,6 +39,16 @@ pub(crate) struct InvocationInput {
     pub(crate) state: BTreeMap<String, Value>,
 }
 
+/// An [`InvocationInput`] as the orchestration sends it, serialized from
+/// the run's own messages and state rather than from copies of them.
+#[derive(Serialize)]
+struct InvocationInputRef<'a> {
+    superstep: u32,
+    attempt: u32,
+    messages: &'a [Envelope],
+    state: &'a BTreeMap<String, Value>,
+}
+
 /// What handling one message produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Handled {
@@ -489,9 +499,10 @@ impl Run {
                 })?;
             }
         }
+        let nodes: Vec<usize> = batches.iter().map(|(node, _)| *node).collect();
         let invocations: Vec<BoxFuture<'static, Result<Invocation, WorkflowError>>> = batches
-            .iter()
-            .map(|(node, messages)| self.invoke(*node, messages.clone()))
+            .into_iter()
+            .map(|(node, messages)| self.invoke(node, messages))
             .collect();
         let results = durable_core::future::join_all(invocations).await;
 
@@ -500,7 +511,7 @@ impl Run {
         let mut writers: BTreeMap<String, usize> = BTreeMap::new();
         let mut writes = Vec::new();
         let mut requests = Vec::new();
-        for ((node, _), result) in batches.iter().zip(results) {
+        for (node, result) in nodes.iter().zip(results) {
             let invocation = match result {
                 Ok(invocation) => invocation,
                 Err(e) => {
@@ -582,11 +593,11 @@ impl Run {
                     let started = ctx.current_utc_datetime();
                     let mut attempt = 1;
                     loop {
-                        let input = InvocationInput {
+                        let input = InvocationInputRef {
                             superstep,
                             attempt,
-                            messages: messages.clone(),
-                            state: state.clone(),
+                            messages: &messages,
+                            state: &state,
                         };
                         let (error, retryable) =
                             match ctx.call_activity::<InvocationOutcome>(path.clone(), &input).await {
@@ -870,4 +881,33 @@ fn report(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_input_sent_is_the_input_the_executor_activity_reads() {
+        let messages = vec![Envelope {
+            type_name: "Doc".into(),
+            payload: json!({ "title": "t", "pages": [1, 2] }),
+            source: START_SOURCE.into(),
+        }];
+        let state = BTreeMap::from([("k".to_owned(), json!([true]))]);
+        let sent = serde_json::to_value(InvocationInputRef {
+            superstep: 3,
+            attempt: 2,
+            messages: &messages,
+            state: &state,
+        })
+        .unwrap();
+        let read: InvocationInput = serde_json::from_value(sent.clone()).unwrap();
+        assert_eq!((read.superstep, read.attempt), (3, 2));
+        assert_eq!(read.messages, messages);
+        assert_eq!(read.state, state);
+        // Histories recorded before keep replaying: the same JSON as the
+        // owned input gives.
+        assert_eq!(sent, serde_json::to_value(read).unwrap());
+    }
 }

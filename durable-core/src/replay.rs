@@ -89,7 +89,7 @@ impl Runner {
                 .collect();
         }
         self.history_len = history.len() as u64;
-        for event in history {
+        for event in &history {
             if self.outcome.is_some() {
                 break;
             }
@@ -120,11 +120,11 @@ impl Runner {
     }
 
     /// Applies one event; returns whether it belongs in the history.
-    pub(crate) fn apply(&mut self, event: HistoryEvent) -> bool {
+    pub(crate) fn apply(&mut self, event: &HistoryEvent) -> bool {
         if self.outcome.is_some() {
             return false;
         }
-        let delivered = match &event {
+        let delivered = match event {
             HistoryEvent::OrchestratorStarted { timestamp } => {
                 self.ctx.lock().now = *timestamp;
                 return true;
@@ -398,10 +398,10 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
         }
         if history.is_empty() {
             let started = HistoryEvent::OrchestratorStarted { timestamp: now };
-            runner.apply(started.clone());
+            runner.apply(&started);
             history.push(started);
         }
-        if runner.apply(message.event.clone()) {
+        if runner.apply(&message.event) {
             history.push(message.event);
         }
     }
