@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -133,6 +133,15 @@ struct OpenBatch {
     close_at: Option<Instant>,
 }
 
+/// Where each instance's turn is in `turns`.
+fn index_of(turns: &[OpenTurn]) -> HashMap<InstanceId, usize> {
+    turns
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.commit.instance_id.clone(), i))
+        .collect()
+}
+
 /// An instance's turn that is not handed to the store yet.
 struct OpenTurn {
     commit: TurnCommit,
@@ -175,6 +184,22 @@ impl OpenBatch {
         self.turns.push(turn);
     }
 
+    /// Takes the first `n` turns (all if fewer) as a batch of their own;
+    /// the rest stay open, with the batch's deadline.
+    fn split_off_first(&mut self, n: usize) -> OpenBatch {
+        if self.turns.len() <= n {
+            return std::mem::take(self);
+        }
+        let rest = self.turns.split_off(n);
+        let first = std::mem::replace(&mut self.turns, rest);
+        self.index = index_of(&self.turns);
+        OpenBatch {
+            index: index_of(&first),
+            turns: first,
+            close_at: self.close_at,
+        }
+    }
+
     fn remove(&mut self, id: &InstanceId) -> Option<OpenTurn> {
         let i = self.index.remove(id)?;
         let turn = self.turns.swap_remove(i);
@@ -198,9 +223,152 @@ impl OpenBatch {
     }
 }
 
-/// A batch being written by a task of its own; it hands the batch back
-/// with the outcome.
-type Flight = JoinHandle<(CommitBatch, StoreResult<Vec<TurnOutcome>>)>;
+/// A turn to run: the orchestration, and the messages it takes.
+struct NextTurn {
+    runner: Runner,
+    item: OrchestrationWorkItem,
+    now: DateTime<Utc>,
+    /// The orchestration name for a turn that opens an instance's entry in
+    /// the open batch; `None` for the next turn of an entry.
+    new: Option<String>,
+}
+
+impl NextTurn {
+    fn new(
+        runner: Runner,
+        instance_id: InstanceId,
+        state: InstanceState,
+        mut messages: Vec<InboxMessage>,
+        new: Option<String>,
+    ) -> Self {
+        sort_arrivals(&mut messages);
+        Self {
+            runner,
+            item: OrchestrationWorkItem {
+                instance_id,
+                state,
+                messages,
+            },
+            now: Utc::now(),
+            new,
+        }
+    }
+
+    fn run(self) -> TurnResult {
+        run_turn(self.runner, self.item, self.now)
+    }
+}
+
+/// Runs `turns` (of different instances) as tasks of their own when there
+/// are several, so that the runtime's threads share them. Returns each
+/// instance with its turn's `new` and result; `None` if the turn panicked,
+/// which the orchestration code cannot cause (its panics fail the
+/// instance), only a bug of the runtime.
+async fn run_in_parallel(turns: Vec<NextTurn>) -> Vec<(InstanceId, Option<String>, Option<TurnResult>)> {
+    if turns.len() < 2 {
+        return turns
+            .into_iter()
+            .map(|t| (t.item.instance_id.clone(), t.new.clone(), Some(t.run())))
+            .collect();
+    }
+    let running: Vec<_> = turns
+        .into_iter()
+        .map(|t| {
+            let id = t.item.instance_id.clone();
+            let new = t.new.clone();
+            (id, new, tokio::spawn(async move { t.run() }))
+        })
+        .collect();
+    let mut done = Vec::with_capacity(running.len());
+    for (id, new, task) in running {
+        let result = match task.await {
+            Ok(result) => Some(result),
+            Err(e) => {
+                tracing::error!(instance = %id, error = %e, "an orchestration turn did not finish");
+                None
+            }
+        };
+        done.push((id, new, result));
+    }
+    done
+}
+
+/// A batch being written by a task of its own.
+type Flight = JoinHandle<Landing>;
+
+/// What the dispatcher learns of a batch once it is written (or not). The
+/// task that wrote the batch drops it: freeing its values takes long, and
+/// the dispatcher has turns to run.
+struct Landing {
+    turns: Vec<LandedTurn>,
+    /// A batch that failed: its results for instances not held and its
+    /// releases, to be written with the next batch.
+    retry: Option<(Vec<ActivityCompletion>, Vec<InstanceId>)>,
+    error: Option<StoreError>,
+}
+
+/// A turn of a written batch.
+struct LandedTurn {
+    instance_id: InstanceId,
+    written: bool,
+    /// When the earliest delayed message the turn wrote (a timer) is due.
+    due: Option<DateTime<Utc>>,
+    /// For a turn not written: the results handed over in memory that it
+    /// took, which go to the inbox instead.
+    taken: Vec<ActivityCompletion>,
+}
+
+impl Landing {
+    fn new(batch: CommitBatch, written: StoreResult<Vec<TurnOutcome>>) -> Self {
+        let (outcomes, error) = match written {
+            Ok(outcomes) => (outcomes, None),
+            Err(e) => (vec![TurnOutcome::Conflict; batch.turns.len()], Some(e)),
+        };
+        let turns = batch
+            .turns
+            .iter()
+            .zip(outcomes)
+            .map(|(commit, outcome)| {
+                let written = outcome == TurnOutcome::Committed;
+                LandedTurn {
+                    instance_id: commit.instance_id.clone(),
+                    written,
+                    due: commit
+                        .messages
+                        .iter()
+                        .map(|m| m.visible_at)
+                        .min()
+                        .filter(|_| written),
+                    taken: if written {
+                        Vec::new()
+                    } else {
+                        local_results(commit)
+                    },
+                }
+            })
+            .collect();
+        let retry = error.is_some().then_some((batch.completions, batch.release));
+        Self { turns, retry, error }
+    }
+}
+
+/// The activity results a turn took that were handed over in memory; the
+/// results themselves are in the turn's history.
+fn local_results(commit: &TurnCommit) -> Vec<ActivityCompletion> {
+    commit
+        .completed_activities
+        .iter()
+        .filter_map(|key| {
+            let event = commit.history.iter().find(|e| {
+                matches!(e, HistoryEvent::ActivityCompleted { id, .. } | HistoryEvent::ActivityFailed { id, .. } if *id == key.task_id)
+            })?;
+            Some(ActivityCompletion {
+                key: key.clone(),
+                event: event.clone(),
+            })
+        })
+        .collect()
+}
 
 pub(super) struct Dispatcher {
     store: Arc<dyn Store>,
@@ -256,11 +424,9 @@ impl Dispatcher {
         let mut backoff = Backoff::new(store.poll_interval());
         let max = self.options.orchestration_batch;
         // When to look at the store next even without a signal: a timer
-        // becomes due, a lease expires, or it is time to poll.
+        // becomes due, a lease expires, or it is time to poll (or now, after
+        // a full page).
         let mut look_at = Instant::now();
-        // The last look found a full page: look again once the batch in
-        // flight is written (until then the page would hold its instances).
-        let mut more = false;
         let mut error_backoff = Duration::from_millis(10);
         let mut deadline = Instant::now();
         let mut open = OpenBatch::default();
@@ -283,11 +449,9 @@ impl Dispatcher {
             let can_look = !self.shutting_down && open.len() < max;
             if can_look && (work.has_changed().unwrap_or(false) || Instant::now() >= look_at) {
                 work.borrow_and_update();
-                match self.fetch(&mut pending).await {
-                    Ok(full) => {
-                        more = full;
-                        look_at = next_look(store.as_ref(), &mut backoff).await;
-                    }
+                match self.fetch(&mut pending, open.len()).await {
+                    Ok(true) => look_at = Instant::now(),
+                    Ok(false) => look_at = next_look(store.as_ref(), &mut backoff).await,
                     Err(e) => {
                         tracing::warn!(worker = %self.owner, error = %e, "could not fetch orchestration work");
                         look_at = Instant::now() + Duration::from_secs(1);
@@ -298,10 +462,7 @@ impl Dispatcher {
             if flight.is_none() {
                 let anything = !open.is_empty() || !self.foreign.is_empty() || !self.release.is_empty();
                 if anything && open.is_ready(max) {
-                    flight = Some(self.hand_over(std::mem::take(&mut open)));
-                } else if more && !anything {
-                    more = false;
-                    look_at = Instant::now();
+                    flight = Some(self.hand_over(open.split_off_first(max)));
                 }
             }
             if self.shutting_down
@@ -314,6 +475,8 @@ impl Dispatcher {
             {
                 break;
             }
+            // The batch may have been handed over: room to look again.
+            let can_look = !self.shutting_down && open.len() < max;
             let mut wake_at = if can_look {
                 look_at
             } else {
@@ -344,8 +507,7 @@ impl Dispatcher {
                             look_at = Instant::now();
                         }
                     }
-                    let recheck = std::mem::take(&mut self.recheck);
-                    if std::mem::take(&mut more) || recheck {
+                    if std::mem::take(&mut self.recheck) {
                         look_at = Instant::now();
                     }
                 }
@@ -392,10 +554,14 @@ impl Dispatcher {
         }
     }
 
-    /// Fetches instances with messages in the store; true if the page was
-    /// full, so that there may be more.
-    async fn fetch(&mut self, pending: &mut Pending) -> Result<bool, StoreError> {
-        let max = self.options.orchestration_batch;
+    /// Fetches instances with messages in the store, as many as the open
+    /// batch (of `open` instances) has room for; true if the page was full, so that there may be
+    /// more. The store also returns the instances whose turns are not
+    /// written yet (with the messages they consumed): the page is larger by
+    /// their number, so that they do not crowd the others out.
+    async fn fetch(&mut self, pending: &mut Pending, open: usize) -> Result<bool, StoreError> {
+        let room = self.options.orchestration_batch.saturating_sub(open);
+        let max = room + open + self.flying.len();
         let items = self
             .store
             .fetch_orchestrations(&self.owner, self.options.lease, max)
@@ -453,8 +619,10 @@ impl Dispatcher {
 
     /// Runs one turn per pending instance: the next turn of an instance in
     /// `open`, merged into its open turn, or a new turn, added to `open`.
-    /// The activities a turn claims start at once.
+    /// The turns of different instances run in parallel; the activities a
+    /// turn claims start at once.
     async fn run_turns(&mut self, open: &mut OpenBatch, mut pending: Pending) {
+        let mut turns = Vec::with_capacity(pending.order.len());
         for id in std::mem::take(&mut pending.order) {
             let Some((state, mut messages)) = pending.items.remove(&id) else {
                 continue;
@@ -477,24 +645,7 @@ impl Dispatcher {
                     self.defer_until_written(messages);
                     continue;
                 };
-                sort_arrivals(&mut messages);
-                let mut result = run_turn(
-                    runner,
-                    OrchestrationWorkItem {
-                        instance_id: id,
-                        state,
-                        messages,
-                    },
-                    Utc::now(),
-                );
-                self.foreign.append(&mut result.deferred);
-                let keep = self.keeps(&result);
-                result.commit.keep_lease = keep;
-                if turn.commit.claim_activities {
-                    self.start_activities(&result.commit.activities);
-                }
-                merge_turns(&mut turn.commit, result.commit);
-                turn.runner = result.runner.filter(|_| keep);
+                turns.push(NextTurn::new(runner, id, state, messages, None));
                 continue;
             }
             if messages.is_empty() {
@@ -520,21 +671,33 @@ impl Dispatcher {
                 continue;
             };
             let name = state.name.clone();
-            sort_arrivals(&mut messages);
-            let mut result = run_turn(
-                runner,
-                OrchestrationWorkItem {
-                    instance_id: id,
-                    state,
-                    messages,
-                },
-                Utc::now(),
-            );
+            turns.push(NextTurn::new(runner, id, state, messages, Some(name)));
+        }
+        for (id, new, result) in run_in_parallel(turns).await {
+            let Some(mut result) = result else {
+                // The turn's code could not be run to its end (a bug of the
+                // runtime, logged): the instance is redone from the store.
+                self.give_up(id, Vec::new(), open);
+                continue;
+            };
             self.foreign.append(&mut result.deferred);
             let keep = self.keeps(&result);
             result.commit.keep_lease = keep;
-            // Claimed activities run here; beyond twice the concurrency they
-            // wait in the store for any worker.
+            let name = match (new, open.get_mut(&id)) {
+                (None, Some(turn)) => {
+                    if turn.commit.claim_activities {
+                        self.start_activities(&result.commit.activities);
+                    }
+                    merge_turns(&mut turn.commit, result.commit);
+                    turn.runner = result.runner.filter(|_| keep);
+                    continue;
+                }
+                (Some(name), _) => name,
+                // Only `landed` removes entries, never while turns run.
+                (None, None) => continue,
+            };
+            // Claimed activities run here; beyond twice the concurrency
+            // they wait in the store for any worker.
             let room = (self.options.activity_concurrency * 2).saturating_sub(self.activities.in_flight());
             let commit = &mut result.commit;
             commit.claim_activities = !self.shutting_down && commit.activities.len() <= room;
@@ -610,7 +773,7 @@ impl Dispatcher {
                         format!("the commit panicked: {}", panic_message(panic.as_ref())).into(),
                     ))
                 });
-            (batch, written)
+            Landing::new(batch, written)
         })
     }
 
@@ -618,76 +781,65 @@ impl Dispatcher {
     /// earliest delayed message it wrote (a timer) is due.
     fn landed(
         &mut self,
-        landed: Result<(CommitBatch, StoreResult<Vec<TurnOutcome>>), tokio::task::JoinError>,
+        landed: Result<Landing, tokio::task::JoinError>,
         open: &mut OpenBatch,
     ) -> Result<Option<Instant>, StoreError> {
         let flying = std::mem::take(&mut self.flying);
-        let (batch, written) = match landed {
-            Ok(landed) => landed,
+        let landing = match landed {
+            Ok(landing) => landing,
             Err(e) => {
                 // The task did not finish (the runtime is shutting down):
                 // whether the batch was written is unknown.
                 for id in flying.into_keys() {
-                    self.cache.take(&id);
-                    open.remove(&id);
-                    self.release.push(id);
+                    self.give_up(id, Vec::new(), open);
                 }
                 return Err(StoreError::Database(Box::new(e)));
             }
         };
-        let outcomes = match written {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                // Usually nothing was written, but the commit may also have
-                // been written with its answer lost (the connection dropped
-                // during COMMIT). Either way the activities the batch
-                // started are running, and their results go to the inbox
-                // once the instances are given up: after a redone turn that
-                // scheduled them again, a result that arrives first is taken
-                // or ignored like any repeated run (at least once).
-                let CommitBatch {
-                    turns,
-                    completions,
-                    release,
-                } = batch;
-                self.foreign.extend(completions);
-                self.release.extend(release);
-                for commit in &turns {
-                    self.give_up(commit, open);
-                }
-                return Err(e);
-            }
-        };
+        if let Some((completions, release)) = landing.retry {
+            // Usually nothing was written, but the commit may also have
+            // been written with its answer lost (the connection dropped
+            // during COMMIT). Either way the activities the batch started
+            // are running, and their results go to the inbox once the
+            // instances are given up: after a redone turn that scheduled
+            // them again, a result that arrives first is taken or ignored
+            // like any repeated run (at least once).
+            self.foreign.extend(completions);
+            self.release.extend(release);
+        }
         let now = Utc::now();
         let mut due = None;
-        for (commit, outcome) in batch.turns.iter().zip(outcomes) {
-            match outcome {
-                TurnOutcome::Committed => {
-                    if let Some(at) = commit.messages.iter().map(|m| m.visible_at).min() {
-                        let at = Instant::now() + (at - now).to_std().unwrap_or_default();
-                        due = Some(due.map_or(at, |d: Instant| d.min(at)));
-                    }
+        for turn in landing.turns {
+            if !turn.written {
+                if landing.error.is_none() {
+                    tracing::debug!(instance = %turn.instance_id, worker = %self.owner, "turn conflicted; discarded");
                 }
-                TurnOutcome::Conflict => {
-                    tracing::debug!(instance = %commit.instance_id, worker = %self.owner, "turn conflicted; discarded");
-                    self.give_up(commit, open);
-                }
+                self.give_up(turn.instance_id, turn.taken, open);
+                continue;
+            }
+            if let Some(at) = turn.due {
+                let at = Instant::now() + (at - now).to_std().unwrap_or_default();
+                due = Some(due.map_or(at, |d: Instant| d.min(at)));
             }
         }
-        Ok(due)
+        match landing.error {
+            Some(e) => Err(e),
+            None => Ok(due),
+        }
     }
 
-    /// After `commit` was not written: the orchestration, which went on from
-    /// it in memory, leaves memory with its later turns in `open`, the
-    /// results those turns took from this worker go to the inbox, and the
-    /// instance is given up to be redone from the store.
-    fn give_up(&mut self, commit: &TurnCommit, open: &mut OpenBatch) {
-        self.requeue_local(commit);
-        self.cache.take(&commit.instance_id);
-        if let Some(later) = open.remove(&commit.instance_id) {
-            self.requeue_local(&later.commit);
+    /// After a turn of `id` was not written: the orchestration, which went
+    /// on from it in memory, leaves memory with its later turn in `open`,
+    /// the results those turns took from this worker (`taken` and the later
+    /// turn's) go to the inbox, and the instance is given up to be redone
+    /// from the store.
+    fn give_up(&mut self, id: InstanceId, taken: Vec<ActivityCompletion>, open: &mut OpenBatch) {
+        self.foreign.extend(taken);
+        self.cache.take(&id);
+        if let Some(later) = open.remove(&id) {
+            self.foreign.extend(local_results(&later.commit));
         }
-        self.release.push(commit.instance_id.clone());
+        self.release.push(id);
     }
 
     /// Leaves `messages` of an instance whose last turn is not written yet
@@ -705,23 +857,6 @@ impl Dispatcher {
         for m in messages {
             if let MessageSource::Activity(key) = m.source {
                 self.foreign.push(ActivityCompletion { key, event: m.event });
-            }
-        }
-    }
-
-    /// After a turn was not written, its handed-over activity results go to
-    /// the inbox instead.
-    fn requeue_local(&mut self, commit: &TurnCommit) {
-        // The results themselves are in the turn's history; find them there.
-        for key in &commit.completed_activities {
-            let event = commit.history.iter().find(|e| {
-                matches!(e, HistoryEvent::ActivityCompleted { id, .. } | HistoryEvent::ActivityFailed { id, .. } if *id == key.task_id)
-            });
-            if let Some(event) = event {
-                self.foreign.push(ActivityCompletion {
-                    key: key.clone(),
-                    event: event.clone(),
-                });
             }
         }
     }
