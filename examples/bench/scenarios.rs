@@ -430,11 +430,12 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
     if concurrent {
         let mut watchers = Vec::with_capacity(RUNS);
         for run in 0..RUNS {
-            let id = workflows
-                .start(DocumentProcessing, &DocumentJob::new(format!("doc-{run}")))
-                .await?;
             let client = client.clone();
+            let workflows = workflows.clone();
             watchers.push(tokio::spawn(async move {
+                let id = workflows
+                    .start(DocumentProcessing, &DocumentJob::new(format!("doc-{run}")))
+                    .await?;
                 watch_all(&client, &id, expected_events).await
             }));
         }
