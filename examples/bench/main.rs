@@ -12,10 +12,6 @@
 //! (`runs_per_s`, `p50_ms`, `p99_ms`, `events_per_s`, `ratio`,
 //! `bytes_per_instance`, `seconds`); see BENCHMARKS.md for the recorded
 //! figures and how they were produced.
-//!
-//! The program allocates with mimalloc, as a service built for throughput
-//! would; `--features system-allocator` keeps the system's allocator. The
-//! configuration printed with each figure says which.
 
 mod scenarios;
 mod soak;
@@ -26,17 +22,6 @@ mod worker;
 use std::process::ExitCode;
 
 use durable_core::store::Synchronous;
-
-#[cfg(not(feature = "system-allocator"))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The global allocator, for the configuration printed with the figures.
-pub(crate) const ALLOCATOR_NAME: &str = if cfg!(feature = "system-allocator") {
-    "system"
-} else {
-    "mimalloc"
-};
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]

@@ -212,7 +212,6 @@ pub(crate) fn line(name: &str, config: &Config, figures: Map<String, Value>) -> 
             "workers": config.workers,
             "durable_core": env!("CARGO_PKG_VERSION"),
             "cores": std::thread::available_parallelism().map_or(0, usize::from),
-            "allocator": crate::ALLOCATOR_NAME,
         }),
     );
     Value::Object(out)
