@@ -254,6 +254,12 @@ async fn timers_and_retries_outlive_the_worker_that_created_them() {
 /// Runs `chain` of five quick activities with `options` and returns how
 /// many turns of the instance the store wrote.
 async fn written_turns_of_a_quick_chain(options: WorkerOptions) -> usize {
+    written_turns_of_quick_steps(5, options).await
+}
+
+/// Runs `chain` of `steps` quick activities with `options` and returns how
+/// many turns of the instance the store wrote.
+async fn written_turns_of_quick_steps(steps: u64, options: WorkerOptions) -> usize {
     let store = common::memory_store().await;
     let counting = Arc::new(FaultyStore::new(store.clone()));
     let registry = Registry::new()
@@ -263,11 +269,11 @@ async fn written_turns_of_a_quick_chain(options: WorkerOptions) -> usize {
         });
     let worker = Worker::start_with(counting.clone(), registry, options).unwrap();
     let client = Client::new(store);
-    let id = client.start("chain", &5u64).await.unwrap();
+    let id = client.start("chain", &steps).await.unwrap();
     let meta = wait_done(&client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!(chain_sum(5))));
-    assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(5));
+    assert_eq!(meta.output, Some(json!(chain_sum(steps))));
+    assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(steps));
     worker.shutdown().await.unwrap();
     counting
         .outcomes()
@@ -289,6 +295,15 @@ async fn quick_activities_chain_into_one_commit() {
     // Without a cache every turn replays and is written on its own.
     let uncached = WorkerOptions::new().cache_capacity(0);
     assert_eq!(written_turns_of_a_quick_chain(uncached).await, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_chain_of_quick_activities_is_written_a_few_turns_at_a_time() {
+    // 41 turns: a batch merges at most 16 turns of one instance, however
+    // long the linger, so the run is written in at least three commits.
+    let linger = WorkerOptions::new().linger(Duration::from_secs(10));
+    let written = written_turns_of_quick_steps(40, linger).await;
+    assert!((3..=41).contains(&written), "{written} commits");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,6 +99,10 @@ struct Pending {
 }
 
 impl Pending {
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
     fn add(&mut self, id: &InstanceId, state: Option<InstanceState>, messages: Vec<InboxMessage>) {
         if !self.items.contains_key(id) {
             self.order.push(id.clone());
@@ -150,7 +154,15 @@ struct OpenTurn {
     runner: Option<Runner>,
     /// The orchestration name.
     name: String,
+    /// How many turns are merged into `commit`.
+    merged: usize,
 }
+
+/// The most turns of one instance a batch merges; the instance's next
+/// turns wait for the batch to be handed over. This bounds how far an
+/// orchestration whose activities return at once runs ahead of the store,
+/// and how long it keeps the dispatcher from everything else.
+const MAX_MERGED: usize = 16;
 
 impl OpenTurn {
     /// The execution the orchestration runs, if it goes on.
@@ -209,11 +221,15 @@ impl OpenBatch {
         Some(turn)
     }
 
-    /// Whether a turn waits for an activity this worker started and runs.
+    /// Whether a turn waits for an activity this worker started and runs,
+    /// whose result may still be merged into it.
     fn expects_results(&self) -> bool {
-        self.turns
-            .iter()
-            .any(|t| t.runner.is_some() && t.commit.claim_activities && !t.commit.activities.is_empty())
+        self.turns.iter().any(|t| {
+            t.runner.is_some()
+                && t.merged < MAX_MERGED
+                && t.commit.claim_activities
+                && !t.commit.activities.is_empty()
+        })
     }
 
     /// Whether the batch should be written now, if no other is being
@@ -390,6 +406,9 @@ pub(super) struct Dispatcher {
     /// Stored messages were left for later because their instance's last
     /// turn was not written yet: look at the store again once it is.
     recheck: bool,
+    /// Messages of instances whose open turn merges the most turns a batch
+    /// may: they run once the batch is handed over.
+    later: Pending,
     shutting_down: bool,
 }
 
@@ -414,6 +433,7 @@ impl Dispatcher {
             release: Vec::new(),
             flying: HashMap::new(),
             recheck: false,
+            later: Pending::default(),
             shutting_down: false,
         }
     }
@@ -438,7 +458,7 @@ impl Dispatcher {
                 // Let the activities this worker runs finish in time.
                 deadline = Instant::now() + self.options.shutdown_timeout;
             }
-            let mut pending = Pending::default();
+            let mut pending = std::mem::take(&mut self.later);
             if let Some(c) = carried.take() {
                 self.push_completion(&mut pending, &open, c);
             }
@@ -458,7 +478,13 @@ impl Dispatcher {
                     }
                 }
             }
-            self.run_turns(&mut open, pending).await;
+            if !pending.is_empty() {
+                self.run_turns(&mut open, pending).await;
+                // Results of quick activities keep the dispatcher busy:
+                // let the batch being written, and the watchers it wakes,
+                // have the thread between passes.
+                tokio::task::yield_now().await;
+            }
             if flight.is_none() {
                 let anything = !open.is_empty() || !self.foreign.is_empty() || !self.release.is_empty();
                 if anything && open.is_ready(max) {
@@ -636,6 +662,10 @@ impl Dispatcher {
                 if messages.is_empty() {
                     continue;
                 }
+                if turn.merged >= MAX_MERGED {
+                    self.later.add(&id, state, messages);
+                    continue;
+                }
                 let state = state_after(&turn.commit, &turn.name);
                 let (Some(runner), Some(state)) = (turn.runner.take(), state) else {
                     // The orchestration is not in memory (its execution
@@ -689,6 +719,7 @@ impl Dispatcher {
                         self.start_activities(&result.commit.activities);
                     }
                     merge_turns(&mut turn.commit, result.commit);
+                    turn.merged += 1;
                     turn.runner = result.runner.filter(|_| keep);
                     continue;
                 }
@@ -709,6 +740,7 @@ impl Dispatcher {
                     commit: result.commit,
                     runner: result.runner.filter(|_| keep),
                     name,
+                    merged: 1,
                 },
                 self.options.linger,
             );
@@ -743,7 +775,10 @@ impl Dispatcher {
     /// the batch, so that their next turns can run meanwhile.
     fn hand_over(&mut self, open: OpenBatch) -> Flight {
         let mut turns = Vec::with_capacity(open.turns.len());
-        for OpenTurn { commit, runner, name } in open.turns {
+        for OpenTurn {
+            commit, runner, name, ..
+        } in open.turns
+        {
             self.flying
                 .insert(commit.instance_id.clone(), commit.consumed.clone());
             if let (true, Some(runner), Some(state)) =
