@@ -123,6 +123,8 @@ pub(crate) fn watch(
         // Where the watcher stands: events this process commits after it
         // are handed over in memory (see ChangeFeed::publish).
         let mut position = Position::Unknown;
+        // The last pass took events from memory.
+        let mut drained = false;
         loop {
             let notified = feed.notify().notified();
             tokio::pin!(notified);
@@ -135,10 +137,25 @@ pub(crate) fn watch(
                     yield event;
                 }
                 backoff.reset();
+                drained = true;
                 continue;
             }
             if recent.finished {
                 break;
+            }
+            if std::mem::take(&mut drained) && recent.up_to_date {
+                // Memory took the watcher to the end of the last commit of
+                // this process: wait for the next one before reading (a
+                // commit of another process is read after the wait).
+                if let Some(delay) = backoff.next_delay() {
+                    tokio::select! {
+                        () = &mut notified => backoff.reset(),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                } else {
+                    notified.await;
+                }
+                continue;
             }
             let generation = feed.generation();
             let (page, execution_id) = read(store.as_ref(), &instance_id, cursor, PAGE).await?;

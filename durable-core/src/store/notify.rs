@@ -63,8 +63,9 @@ pub enum Position {
     #[default]
     Unknown,
     /// The last event the watcher got. Memory continues after it only if
-    /// it holds that very event (same sequence number and execution): it
-    /// may hold the stream of an earlier instance of the same id.
+    /// it holds that very event (same sequence number and execution), or
+    /// begins with the next one in the same execution: it may hold the
+    /// stream of an earlier instance of the same id.
     After(StreamEvent),
     /// A database read begun at feed `generation` found no event after
     /// `cursor`, the instance being in execution `execution_id`. Memory
@@ -88,6 +89,9 @@ pub struct Recently {
     /// Whether the stream is known to be over after the watcher's last
     /// event: the instance is terminal and that event is its last.
     pub finished: bool,
+    /// Whether the last commit this process published left the stream at
+    /// the watcher's last event (another process may have appended since).
+    pub up_to_date: bool,
 }
 
 impl InstanceFeed {
@@ -117,17 +121,37 @@ impl InstanceFeed {
         let (start, finished) = match position {
             Position::Unknown => return Recently::default(),
             Position::After(last) => {
-                let Some(index) = index_of(last.seq) else {
-                    return Recently::default();
+                let start = match index_of(last.seq) {
+                    Some(index) => match recent.events.get(index) {
+                        Some(kept)
+                            if kept.event.seq == last.seq && kept.event.execution_id == last.execution_id =>
+                        {
+                            index + 1
+                        }
+                        _ => return Recently::default(),
+                    },
+                    // Memory begins with the event right after the
+                    // watcher's last one (read from the database), in the
+                    // same execution: an instance replaced since would have
+                    // another.
+                    None if first.event.seq == last.seq + 1
+                        && first.event.execution_id == last.execution_id =>
+                    {
+                        0
+                    }
+                    None => return Recently::default(),
                 };
-                match recent.events.get(index) {
-                    Some(kept)
-                        if kept.event.seq == last.seq && kept.event.execution_id == last.execution_id => {}
-                    _ => return Recently::default(),
-                }
                 let finished = matches!(recent.status,
                     Some((status, len)) if status.is_terminal() && last.seq >= len);
-                (index + 1, finished)
+                if start == recent.events.len() {
+                    let up_to_date = matches!(recent.status, Some((_, len)) if last.seq >= len);
+                    return Recently {
+                        events: Vec::new(),
+                        finished,
+                        up_to_date,
+                    };
+                }
+                (start, finished)
             }
             Position::CaughtUp {
                 cursor,
@@ -156,6 +180,7 @@ impl InstanceFeed {
                 .map(|kept| kept.event.clone())
                 .collect(),
             finished,
+            up_to_date: false,
         }
     }
 
@@ -371,8 +396,20 @@ mod tests {
         assert_eq!(seqs(&found), [3, 4, 5]);
         assert!(!found.finished);
         assert!(feed.after(&Position::After(event(5, "x")), 10).finished);
+        assert!(feed.after(&Position::After(event(5, "x")), 10).up_to_date);
+        assert!(!feed.after(&Position::After(event(4, "x")), 10).up_to_date);
         // Not the same event (an earlier instance of the same id): no.
         assert!(seqs(&feed.after(&Position::After(event(2, "y")), 10)).is_empty());
+        // The event right before the first one held, of the same
+        // execution (the watcher read it from the database): yes.
+        let feed = InstanceFeed::default();
+        feed.publish(sized(events(4..=5, "x")), RuntimeStatus::Running, 5);
+        assert_eq!(seqs(&feed.after(&Position::After(event(3, "x")), 10)), [4, 5]);
+        assert!(seqs(&feed.after(&Position::After(event(3, "y")), 10)).is_empty());
+        assert!(
+            seqs(&feed.after(&Position::After(event(2, "x")), 10)).is_empty(),
+            "a gap"
+        );
         assert!(seqs(&feed.after(&Position::Unknown, 10)).is_empty());
     }
 
@@ -404,7 +441,8 @@ mod tests {
             (kept.len(), kept.first(), kept.last()),
             (BURST - 1, Some(&12), Some(&count))
         );
-        assert!(seqs(&feed.after(&Position::After(event(10, "x")), 10)).is_empty());
+        // Further behind: a gap, for the database to fill.
+        assert!(seqs(&feed.after(&Position::After(event(9, "x")), 10)).is_empty());
 
         let feed = InstanceFeed::default();
         let big = |seq| StreamEvent {
@@ -412,17 +450,21 @@ mod tests {
             ..event(seq, "x")
         };
         feed.publish(sized((1..=40).map(big).collect()), RuntimeStatus::Running, 40);
-        // The oldest event still held is the one after which memory
-        // answers with all the later ones.
-        let oldest = (1..=40u64)
+        // Memory answers a watcher just before the oldest event it holds,
+        // with all the events it holds.
+        let before_oldest = (0..40u64)
             .find(|&k| {
-                feed.after(&Position::After(event(k, "x")), usize::MAX)
+                !feed
+                    .after(&Position::After(event(k, "x")), usize::MAX)
                     .events
-                    .len() as u64
-                    == 40 - k
+                    .is_empty()
             })
             .expect("the newest event is held");
-        let kept = 40 - oldest + 1;
+        let kept = feed
+            .after(&Position::After(event(before_oldest, "x")), usize::MAX)
+            .events
+            .len();
+        assert_eq!(kept as u64, 40 - before_oldest);
         assert!(
             (14..=16).contains(&kept),
             "about 16 MiB of 1 MiB payloads are kept, not {kept}"
