@@ -46,6 +46,11 @@ impl Clock {
             .push(Instant::now());
     }
 
+    /// The instants of the ticks, in order.
+    fn instants(&self) -> Vec<Instant> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The time between consecutive ticks.
     fn steps(&self) -> Vec<Duration> {
         let ticks = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -77,7 +82,8 @@ async fn sequence(ctx: OrchestrationContext, steps: u32) -> Result<u32, Orchestr
 async fn activities(config: &Config) -> Result<Figures, BoxError> {
     const STEPS: u32 = 1_000;
     let db = Db::fresh(config).await?;
-    let store = db.store.clone();
+    let timing = Arc::new(TimingStore::new(db.store.clone()));
+    let store: Arc<dyn Store> = timing.clone();
     let clock = Clock::default();
     let registry = ticking_activity(
         Registry::new().orchestration("sequence", sequence),
@@ -103,6 +109,7 @@ async fn activities(config: &Config) -> Result<Figures, BoxError> {
     f.insert("last_100_ms".into(), round(last, 4));
     f.insert("ratio".into(), round(last / first, 3));
     f.insert("seconds".into(), round(seconds, 3));
+    f.insert("commits".into(), json!(timing.commits()));
     db.cleanup().await?;
     Ok(f)
 }
@@ -181,10 +188,21 @@ async fn ticker(ctx: OrchestrationContext, count: u32) -> Result<u32, Orchestrat
 /// The registry of the `stream_live` scenario (also run by worker
 /// processes).
 pub(crate) fn ticker_registry(registry: Registry) -> Registry {
+    ticker_registry_noting(registry, &Clock::default())
+}
+
+/// The `stream_live` registry whose `tiny` activity notes when each call
+/// returns: event `i + 1` is emitted by the turn that takes that result.
+fn ticker_registry_noting(registry: Registry, returned: &Clock) -> Registry {
+    let returned = returned.clone();
     registry
         .orchestration("ticker", ticker)
-        .activity("tiny", |_ctx: ActivityContext, i: u32| async move {
-            Ok::<u32, Infallible>(i)
+        .activity("tiny", move |_ctx: ActivityContext, i: u32| {
+            let returned = returned.clone();
+            async move {
+                returned.tick();
+                Ok::<u32, Infallible>(i)
+            }
         })
 }
 
@@ -197,7 +215,8 @@ async fn stream_live(config: &Config) -> Result<Figures, BoxError> {
     let inner = db.store.clone();
     let timing = Arc::new(TimingStore::new(inner));
     let store: Arc<dyn Store> = timing.clone();
-    let worker = Worker::start(store.clone(), ticker_registry(Registry::new()))?;
+    let returned = Clock::default();
+    let worker = Worker::start(store.clone(), ticker_registry_noting(Registry::new(), &returned))?;
     let client = Client::new(store);
     let id = InstanceId::new("ticker")?;
     client
@@ -223,10 +242,30 @@ async fn stream_live(config: &Config) -> Result<Figures, BoxError> {
     if latencies.len() != COUNT as usize {
         return Err(format!("commit times known for {} of {COUNT} events", latencies.len()).into());
     }
+    // From the return of the activity whose result the emitting turn took:
+    // what a reader waits for an event, turn and commit included.
+    let returns = returned.instants();
+    if returns.len() != COUNT as usize {
+        return Err(format!("the activity ran {} times for {COUNT} events", returns.len()).into());
+    }
+    let mut from_return: Vec<Duration> = received
+        .iter()
+        .zip(&returns)
+        .map(|(at, back)| at.saturating_duration_since(*back))
+        .collect();
     let mut f = Figures::new();
     f.insert("events".into(), json!(COUNT));
     f.insert("p50_ms".into(), round(percentile_ms(&mut latencies, 50.0), 4));
     f.insert("p99_ms".into(), round(percentile_ms(&mut latencies, 99.0), 4));
+    f.insert(
+        "from_activity_p50_ms".into(),
+        round(percentile_ms(&mut from_return, 50.0), 4),
+    );
+    f.insert(
+        "from_activity_p99_ms".into(),
+        round(percentile_ms(&mut from_return, 99.0), 4),
+    );
+    f.insert("commits".into(), json!(timing.commits()));
     db.cleanup().await?;
     Ok(f)
 }
@@ -410,7 +449,8 @@ async fn idle_instances(config: &Config) -> Result<Figures, BoxError> {
 async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError> {
     const RUNS: usize = 200;
     let db = Db::fresh(config).await?;
-    let store = db.store.clone();
+    let timing = Arc::new(TimingStore::new(db.store.clone()));
+    let store: Arc<dyn Store> = timing.clone();
     // One worker in this process, or several worker processes.
     let (worker, _processes) = if config.workers > 1 {
         (None, Some(WorkerProcesses::spawn(config.workers, &db.target)?))
@@ -478,6 +518,9 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
         f.insert("stream_bytes".into(), json!(bytes));
     }
     f.insert("seconds".into(), round(seconds, 3));
+    if config.workers == 1 {
+        f.insert("commits".into(), json!(timing.commits()));
+    }
     db.cleanup().await?;
     Ok(f)
 }

@@ -1,7 +1,8 @@
 //! A store wrapper that records when each stream event's turn committed,
-//! for the emit-to-receive latency of `stream_live`.
+//! for the emit-to-receive latency of `stream_live`, and counts commits.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,11 +16,12 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 /// Delegates to a store and notes the instant each commit returned, per
-/// stream event.
+/// stream event, and how many commits wrote orchestration turns.
 #[derive(Debug)]
 pub(crate) struct TimingStore {
     inner: Arc<dyn Store>,
     committed: Mutex<HashMap<(InstanceId, u64), Instant>>,
+    commits: AtomicUsize,
 }
 
 impl TimingStore {
@@ -28,7 +30,13 @@ impl TimingStore {
         Self {
             inner,
             committed: Mutex::default(),
+            commits: AtomicUsize::new(0),
         }
+    }
+
+    /// How many commits that wrote at least one turn have returned.
+    pub(crate) fn commits(&self) -> usize {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// When the turn of each stream event of `instance_id` committed, by
@@ -86,6 +94,9 @@ impl Store for TimingStore {
                 .collect();
             let outcomes = self.inner.commit(owner, lease, batch).await?;
             let at = Instant::now();
+            if !batch.turns.is_empty() {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+            }
             let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
             for ((id, seqs), outcome) in seqs.into_iter().zip(&outcomes) {
                 if *outcome == TurnOutcome::Committed {
