@@ -21,6 +21,13 @@ use super::write::Wake;
 use crate::store::codec::{db, event_kind, i64_of, ms, to_json};
 use crate::store::{CommitBatch, NewStreamEvent, StoreResult, TurnCommit};
 
+// The lease columns are set by a statement of their own, and only where
+// they change: a column in an UPDATE's SET rewrites its index entries even
+// to the same value, a page of the log each. A lease held with at least
+// two thirds of its time left (the lease keeper renews every third) is
+// left as it is, and so is an instance without one that the turn does not
+// keep.
+//
 // Parameters are anonymous and bound in the order they appear: sqlx binds
 // numbered parameters of a multi-statement query wrongly when a statement
 // does not use every number below its highest. `+i.lock_owner` keeps
@@ -33,11 +40,13 @@ BEGIN IMMEDIATE;
 UPDATE instances AS i SET status = u.value->>2, execution_id = u.value->>3, \
   input = COALESCE(u.value->>4, i.input), custom_status = u.value->>5, output = u.value->>6, \
   failure = u.value->>7, updated_at = ?, completed_at = u.value->>8, history_len = u.value->>9, \
-  stream_seq = u.value->>10, execution_emits = u.value->>11, version = i.version + 1, \
-  lock_owner = u.value->>12, lock_expires = u.value->>13 \
+  stream_seq = u.value->>10, execution_emits = u.value->>11, version = i.version + 1 \
   FROM json_each(?) AS u \
   WHERE i.instance_id = u.value->>0 AND i.version = u.value->>1 AND (i.lock_owner = ? OR i.lock_expires <= ?);
 INSERT INTO turn_guard (id) SELECT 1 WHERE changes() <> ?;
+UPDATE instances AS i SET lock_owner = u.value->>12, lock_expires = u.value->>13 \
+  FROM json_each(?) AS u \
+  WHERE i.instance_id = u.value->>0 AND NOT (i.lock_owner IS u.value->>12 AND i.lock_expires >= MIN(u.value->>13, ?));
 DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?));
 INSERT INTO history (instance_id, idx, event) SELECT value->>0, value->>1, value->>2 FROM json_each(?);
 DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?));
@@ -279,12 +288,17 @@ pub(super) async fn commit(
     let turns = i64::try_from(rows.updates.len()).unwrap_or(i64::MAX);
     let terminal = array(rows.terminal);
     let bulk = rows.bulk.take();
+    let updates = array(std::mem::take(&mut rows.updates));
+    // A lease still held until then is not extended.
+    let fresh_until = now + (lease_until - now) * 2 / 3;
     let result = sqlx::query(if bulk.is_some() { WRITES } else { COMMIT })
         .bind(now)
-        .bind(array(rows.updates))
+        .bind(updates.as_str())
         .bind(owner)
         .bind(now)
         .bind(turns)
+        .bind(updates.as_str())
+        .bind(fresh_until)
         .bind(array(rows.new_executions))
         .bind(array(rows.history))
         .bind(array(rows.consumed))
