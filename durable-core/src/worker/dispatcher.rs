@@ -447,6 +447,7 @@ impl Dispatcher {
         // becomes due, a lease expires, or it is time to poll (or now, after
         // a full page).
         let mut look_at = Instant::now();
+        let mut next_look_unknown = false;
         let mut error_backoff = Duration::from_millis(10);
         let mut deadline = Instant::now();
         let mut open = OpenBatch::default();
@@ -471,7 +472,8 @@ impl Dispatcher {
                 work.borrow_and_update();
                 match self.fetch(&mut pending, open.len()).await {
                     Ok(true) => look_at = Instant::now(),
-                    Ok(false) => look_at = next_look(store.as_ref(), &mut backoff).await,
+                    // When to look next is read once the turns have run.
+                    Ok(false) => next_look_unknown = true,
                     Err(e) => {
                         tracing::warn!(worker = %self.owner, error = %e, "could not fetch orchestration work");
                         look_at = Instant::now() + Duration::from_secs(1);
@@ -500,6 +502,9 @@ impl Dispatcher {
                     || Instant::now() >= deadline)
             {
                 break;
+            }
+            if std::mem::take(&mut next_look_unknown) {
+                look_at = next_look(store.as_ref(), &mut backoff).await;
             }
             // The batch may have been handed over: room to look again.
             let can_look = !self.shutting_down && open.len() < max;
