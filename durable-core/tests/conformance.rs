@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use durable_core::prelude::*;
 use durable_core::store::{
-    CommitBatch, PostgresStore, PostgresStoreOptions, SqliteStore, Store, TurnCommit, TurnOutcome,
+    ActivityCompletion, ActivityKey, CommitBatch, NewActivity, PostgresStore, PostgresStoreOptions,
+    SqliteStore, Store, TurnCommit, TurnOutcome,
 };
 use durable_core::{HistoryEvent, InstanceQuery, StoreError};
 use futures::StreamExt;
@@ -142,6 +143,7 @@ conformance!(
     a_released_instance_is_free_for_other_workers,
     an_event_raised_once_is_taken_once,
     starts_at_once_create_each_instance_once,
+    a_result_is_delivered_only_while_its_work_item_exists,
 );
 
 // ---------------------------------------------------------------------------
@@ -804,6 +806,93 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
             .collect::<Vec<_>>(),
         "a long stream is written whole and in order"
     );
+}
+
+/// A result handed to the inbox counts only for an activity with a work
+/// item: one that a written turn scheduled (in an earlier batch or in the
+/// same one) and that no result has completed yet. The result of an
+/// activity scheduled by a turn that was never written (a worker ran it
+/// before its turn was refused) is dropped, and so is a second result of
+/// one activity.
+async fn a_result_is_delivered_only_while_its_work_item_exists(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let id = client.start("forever", &()).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let item = b
+        .store
+        .fetch_orchestrations("tester", lease, 10)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let key = |task_id| ActivityKey {
+        instance_id: id.clone(),
+        execution_id: item.state.execution_id.clone(),
+        task_id,
+    };
+    // A written turn schedules task 1, claimed by the tester.
+    let mut turn = common::emitting_turn(&item, Vec::new());
+    turn.activities.push(NewActivity {
+        key: key(1),
+        name: "double".into(),
+        input: json!(1),
+    });
+    turn.claim_activities = true;
+    let written = b.store.commit("tester", lease, &batch(turn)).await.unwrap();
+    assert_eq!(written, [TurnOutcome::Committed]);
+    let result = |task_id| ActivityCompletion {
+        key: key(task_id),
+        event: HistoryEvent::ActivityCompleted {
+            id: task_id,
+            result: json!(task_id * 10),
+        },
+    };
+    let results = |completions| CommitBatch {
+        completions,
+        ..CommitBatch::default()
+    };
+    // Task 2 was scheduled by no written turn.
+    b.store
+        .commit("tester", lease, &results(vec![result(2), result(1)]))
+        .await
+        .unwrap();
+    // A second result of task 1.
+    b.store
+        .commit("tester", lease, &results(vec![result(1)]))
+        .await
+        .unwrap();
+    let delivered = || async {
+        let items = b.store.fetch_orchestrations("tester", lease, 10).await.unwrap();
+        assert_eq!(items.len(), 1);
+        let item = items.into_iter().next().unwrap();
+        let ids: Vec<u64> = item
+            .messages
+            .iter()
+            .filter_map(|m| match m.event {
+                HistoryEvent::ActivityCompleted { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        (item, ids)
+    };
+    let (item, ids) = delivered().await;
+    assert_eq!(ids, [1], "task 1's first result only");
+    // A turn that schedules task 3, and its result, in one batch.
+    let mut turn = common::emitting_turn(&item, Vec::new());
+    turn.activities.push(NewActivity {
+        key: key(3),
+        name: "double".into(),
+        input: json!(3),
+    });
+    turn.claim_activities = true;
+    let both = CommitBatch {
+        turns: vec![turn],
+        completions: vec![result(3)],
+        ..CommitBatch::default()
+    };
+    let written = b.store.commit("tester", lease, &both).await.unwrap();
+    assert_eq!(written, [TurnOutcome::Committed]);
+    assert_eq!(delivered().await.1, [3]);
 }
 
 async fn bad_operations_get_typed_errors(b: &Backend) {

@@ -1,7 +1,7 @@
 //! Running activities: the activity runner, and the fetcher that claims
 //! activities waiting in the store.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,13 @@ use crate::replay::panic_message;
 use crate::store::{ActivityCompletion, ActivityWorkItem, Store};
 use crate::{ActivityContext, FailureDetails, HistoryEvent, Registry};
 
+/// One run of an activity by this worker, told apart from other runs of
+/// the same activity.
+pub(super) type RunId = u64;
+
+/// An activity's result, with the run that produced it.
+pub(super) type Finished = (RunId, ActivityCompletion);
+
 /// Runs activities on the worker's runtime, up to the concurrency limit,
 /// and hands their results to the dispatcher.
 #[derive(Clone)]
@@ -22,19 +29,22 @@ pub(super) struct ActivityRunner {
     slots: Arc<Semaphore>,
     /// Activities started by this worker and not yet finished.
     in_flight: Arc<AtomicUsize>,
-    completions: mpsc::UnboundedSender<ActivityCompletion>,
+    /// The last run id given out.
+    runs: Arc<AtomicU64>,
+    completions: mpsc::UnboundedSender<Finished>,
 }
 
 impl ActivityRunner {
     pub(super) fn new(
         registry: Arc<Registry>,
         concurrency: usize,
-        completions: mpsc::UnboundedSender<ActivityCompletion>,
+        completions: mpsc::UnboundedSender<Finished>,
     ) -> Self {
         Self {
             registry,
             slots: Arc::new(Semaphore::new(concurrency)),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            runs: Arc::new(AtomicU64::new(0)),
             completions,
         }
     }
@@ -49,17 +59,20 @@ impl ActivityRunner {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Starts a claimed activity; it waits for a free slot.
-    pub(super) fn run(&self, item: ActivityWorkItem) {
+    /// Starts a claimed activity; it waits for a free slot. Returns the
+    /// run's id, which comes back with its result.
+    pub(super) fn run(&self, item: ActivityWorkItem) -> RunId {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let run = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
         let this = self.clone();
         tokio::spawn(async move {
             let Ok(_permit) = this.slots.clone().acquire_owned().await else {
                 return;
             };
             let completion = execute_activity(&this.registry, item).await;
-            let _ = this.completions.send(completion);
+            let _ = this.completions.send((run, completion));
         });
+        run
     }
 }
 

@@ -17,7 +17,7 @@
 //! memory; the instance is given up and its turns are redone from the
 //! store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,12 +27,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::activities::ActivityRunner;
+use super::activities::{ActivityRunner, Finished, RunId};
 use super::{next_look, Backoff, WorkerOptions};
 use crate::replay::{merge_turns, panic_message, run_turn, state_after, Runner, TurnResult};
 use crate::store::{
-    ActivityCompletion, ActivityWorkItem, CommitBatch, InboxMessage, InstanceState, MessageSource,
-    NewActivity, OrchestrationWorkItem, Store, StoreResult, TurnCommit, TurnOutcome,
+    ActivityCompletion, ActivityKey, ActivityWorkItem, CommitBatch, InboxMessage, InstanceState,
+    MessageSource, NewActivity, OrchestrationWorkItem, Store, StoreResult, TurnCommit, TurnOutcome,
 };
 use crate::{FailureDetails, HistoryEvent, InstanceId, Registry, StoreError};
 
@@ -332,6 +332,8 @@ struct LandedTurn {
     /// For a turn not written: the results handed over in memory that it
     /// took, which go to the inbox instead.
     taken: Vec<ActivityCompletion>,
+    /// For a turn not written: the activities it scheduled.
+    scheduled: Vec<ActivityKey>,
 }
 
 impl Landing {
@@ -359,6 +361,11 @@ impl Landing {
                         Vec::new()
                     } else {
                         local_results(commit)
+                    },
+                    scheduled: if written {
+                        Vec::new()
+                    } else {
+                        commit.activities.iter().map(|a| a.key.clone()).collect()
                     },
                 }
             })
@@ -395,7 +402,13 @@ pub(super) struct Dispatcher {
     /// store (which may still be being written).
     cache: RunnerCache,
     activities: ActivityRunner,
-    completions: mpsc::UnboundedReceiver<ActivityCompletion>,
+    completions: mpsc::UnboundedReceiver<Finished>,
+    /// The runs of the activities that turns started, by activity.
+    running: HashMap<ActivityKey, RunId>,
+    /// Runs started by turns that were refused: their results are dropped.
+    /// Another worker now runs the instance, whose activity of the same
+    /// task may have another input.
+    orphans: HashSet<RunId>,
     /// Activity results for instances not held here: they go to the inbox.
     foreign: Vec<ActivityCompletion>,
     /// Instances whose lease to give up with the next commit.
@@ -419,7 +432,7 @@ impl Dispatcher {
         owner: String,
         options: WorkerOptions,
         activities: ActivityRunner,
-        completions: mpsc::UnboundedReceiver<ActivityCompletion>,
+        completions: mpsc::UnboundedReceiver<Finished>,
     ) -> Self {
         Self {
             store,
@@ -429,6 +442,8 @@ impl Dispatcher {
             options,
             activities,
             completions,
+            running: HashMap::new(),
+            orphans: HashSet::new(),
             foreign: Vec::new(),
             release: Vec::new(),
             flying: HashMap::new(),
@@ -560,9 +575,21 @@ impl Dispatcher {
 
     /// Routes an activity result: to the orchestration in memory if this
     /// worker holds it (in the open batch or in the cache), else to the
-    /// instance's inbox.
-    fn push_completion(&mut self, pending: &mut Pending, open: &OpenBatch, completion: ActivityCompletion) {
+    /// instance's inbox; a result of a run that a refused turn started is
+    /// dropped.
+    fn push_completion(&mut self, pending: &mut Pending, open: &OpenBatch, (run, completion): Finished) {
         self.activities.finished();
+        if self.running.get(&completion.key) == Some(&run) {
+            self.running.remove(&completion.key);
+        }
+        if self.orphans.remove(&run) {
+            tracing::debug!(
+                instance = %completion.key.instance_id,
+                task = completion.key.task_id,
+                "dropped the result of an activity whose turn was refused"
+            );
+            return;
+        }
         let key = &completion.key;
         let held = match open.get(&key.instance_id) {
             Some(turn) => turn.running_execution() == Some(key.execution_id.as_str()),
@@ -712,7 +739,7 @@ impl Dispatcher {
             let Some(mut result) = result else {
                 // The turn's code could not be run to its end (a bug of the
                 // runtime, logged): the instance is redone from the store.
-                self.give_up(id, Vec::new(), open);
+                self.give_up(id, Vec::new(), None, open);
                 continue;
             };
             self.foreign.append(&mut result.deferred);
@@ -763,15 +790,16 @@ impl Dispatcher {
     /// result that comes back before the turn is written runs the next turn
     /// in the same batch. If the turn is never written, it is redone and
     /// schedules them again (activities are at least once).
-    fn start_activities(&self, activities: &[NewActivity]) {
+    fn start_activities(&mut self, activities: &[NewActivity]) {
         for activity in activities {
-            self.activities.run(ActivityWorkItem {
+            let run = self.activities.run(ActivityWorkItem {
                 key: activity.key.clone(),
                 name: activity.name.clone(),
                 input: activity.input.clone(),
                 attempt: 1,
                 input_error: None,
             });
+            self.running.insert(activity.key.clone(), run);
         }
     }
 
@@ -831,7 +859,7 @@ impl Dispatcher {
                 // The task did not finish (the runtime is shutting down):
                 // whether the batch was written is unknown.
                 for id in flying.into_keys() {
-                    self.give_up(id, Vec::new(), open);
+                    self.give_up(id, Vec::new(), None, open);
                 }
                 return Err(StoreError::Database(Box::new(e)));
             }
@@ -854,7 +882,10 @@ impl Dispatcher {
                 if landing.error.is_none() {
                     tracing::debug!(instance = %turn.instance_id, worker = %self.owner, "turn conflicted; discarded");
                 }
-                self.give_up(turn.instance_id, turn.taken, open);
+                // A refused turn's activities were never scheduled; after a
+                // failed commit, whether they were is unknown.
+                let refused = landing.error.is_none().then_some(turn.scheduled);
+                self.give_up(turn.instance_id, turn.taken, refused, open);
                 continue;
             }
             if let Some(at) = turn.due {
@@ -869,15 +900,35 @@ impl Dispatcher {
     }
 
     /// After a turn of `id` was not written: the orchestration, which went
-    /// on from it in memory, leaves memory with its later turn in `open`,
-    /// the results those turns took from this worker (`taken` and the later
-    /// turn's) go to the inbox, and the instance is given up to be redone
-    /// from the store.
-    fn give_up(&mut self, id: InstanceId, taken: Vec<ActivityCompletion>, open: &mut OpenBatch) {
+    /// on from it in memory, leaves memory with its later turn in `open`;
+    /// the results those turns took from this worker for activities that
+    /// written turns scheduled (`taken`, and the later turn's) go to the
+    /// inbox; and the instance is given up to be redone from the store.
+    /// `refused` holds the activities of a turn that was refused (not of
+    /// one whose commit failed, which may have been written): they, and
+    /// the later turn's, were never scheduled, and their runs' results are
+    /// dropped.
+    fn give_up(
+        &mut self,
+        id: InstanceId,
+        taken: Vec<ActivityCompletion>,
+        refused: Option<Vec<ActivityKey>>,
+        open: &mut OpenBatch,
+    ) {
         self.foreign.extend(taken);
         self.cache.take(&id);
+        let mut unscheduled = refused.clone().unwrap_or_default();
         if let Some(later) = open.remove(&id) {
-            self.foreign.extend(local_results(&later.commit));
+            let by_refused = |c: &ActivityCompletion| refused.as_ref().is_some_and(|r| r.contains(&c.key));
+            let results = local_results(&later.commit);
+            self.foreign
+                .extend(results.into_iter().filter(|c| !by_refused(c)));
+            unscheduled.extend(later.commit.activities.iter().map(|a| a.key.clone()));
+        }
+        for key in unscheduled {
+            if let Some(run) = self.running.remove(&key) {
+                self.orphans.insert(run);
+            }
         }
         self.release.push(id);
     }

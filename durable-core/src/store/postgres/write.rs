@@ -238,7 +238,7 @@ pub(super) struct Writes {
     done: ActivityKeys,
     activities: Activities,
     messages: Messages,
-    completions: (Vec<String>, Vec<String>, Vec<String>),
+    completions: (Vec<String>, Vec<String>, Vec<String>, Vec<i64>),
     stream: Stream,
     release: Vec<String>,
     release_owner: String,
@@ -375,6 +375,7 @@ impl Writes {
         self.completions.0.push(key.instance_id.as_str().to_owned());
         self.completions.1.push(key.execution_id.clone());
         self.completions.2.push(to_json(&completion.event)?);
+        self.completions.3.push(i64_of(key.task_id));
         Ok(())
     }
 
@@ -454,15 +455,6 @@ impl Writes {
                     .map_err(db)?;
             }
         }
-        let d = &self.done;
-        if !d.instance_id.is_empty() {
-            let query = sqlx::query(
-                "DELETE FROM activities a USING UNNEST($1::text[], $2::text[], $3::int8[]) \
-                 AS k(instance_id, execution_id, task_id) WHERE a.instance_id = k.instance_id \
-                 AND a.execution_id = k.execution_id AND a.task_id = k.task_id",
-            );
-            d.bind(query).execute(&mut *tx).await.map_err(db)?;
-        }
         let a = &self.activities;
         if !a.instance_id.is_empty() {
             let query = sqlx::query(
@@ -472,6 +464,37 @@ impl Writes {
             );
             a.bind(query).execute(&mut *tx).await.map_err(db)?;
         }
+        // After the new work items, before the finished ones go: a result
+        // is delivered only for an activity that has one.
+        if !self.completions.0.is_empty() {
+            sqlx::query(
+                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+                 SELECT u.instance_id, u.execution_id, 'Result', u.event, $5 \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[]) \
+                 AS u(instance_id, execution_id, event, task_id) \
+                 WHERE EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = u.instance_id \
+                 AND i.status NOT IN ('Completed', 'Failed', 'Terminated')) \
+                 AND EXISTS (SELECT 1 FROM activities a WHERE a.instance_id = u.instance_id \
+                 AND a.execution_id = u.execution_id AND a.task_id = u.task_id)",
+            )
+            .bind(&self.completions.0)
+            .bind(&self.completions.1)
+            .bind(&self.completions.2)
+            .bind(&self.completions.3)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let d = &self.done;
+        if !d.instance_id.is_empty() {
+            let query = sqlx::query(
+                "DELETE FROM activities a USING UNNEST($1::text[], $2::text[], $3::int8[]) \
+                 AS k(instance_id, execution_id, task_id) WHERE a.instance_id = k.instance_id \
+                 AND a.execution_id = k.execution_id AND a.task_id = k.task_id",
+            );
+            d.bind(query).execute(&mut *tx).await.map_err(db)?;
+        }
         let m = &self.messages;
         if !m.instance_id.is_empty() {
             let query = sqlx::query(
@@ -479,22 +502,6 @@ impl Writes {
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])",
             );
             m.bind(query).execute(&mut *tx).await.map_err(db)?;
-        }
-        if !self.completions.0.is_empty() {
-            sqlx::query(
-                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
-                 SELECT u.instance_id, u.execution_id, 'Result', u.event, $4 \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(instance_id, execution_id, event) \
-                 WHERE EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = u.instance_id \
-                 AND i.status NOT IN ('Completed', 'Failed', 'Terminated'))",
-            )
-            .bind(&self.completions.0)
-            .bind(&self.completions.1)
-            .bind(&self.completions.2)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
         }
         let s = &self.stream;
         if !s.instance_id.is_empty() {
@@ -551,14 +558,17 @@ msg AS (INSERT INTO messages (instance_id, execution_id, kind, event, visible_at
   SELECT * FROM UNNEST($34::text[], $35::text[], $36::text[], $37::text[], $38::int8[])), \
 results AS (INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
   SELECT r.instance_id, r.execution_id, 'Result', r.event, $1 \
-  FROM UNNEST($39::text[], $40::text[], $41::text[]) AS r(instance_id, execution_id, event) \
+  FROM UNNEST($39::text[], $40::text[], $41::text[], $42::int8[]) \
+  AS r(instance_id, execution_id, event, task_id) \
   WHERE EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = r.instance_id \
-  AND i.status NOT IN ('Completed', 'Failed', 'Terminated'))), \
+  AND i.status NOT IN ('Completed', 'Failed', 'Terminated')) \
+  AND EXISTS (SELECT 1 FROM activities a WHERE a.instance_id = r.instance_id \
+  AND a.execution_id = r.execution_id AND a.task_id = r.task_id)), \
 stream AS (INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, \
-  emitted_at) SELECT * FROM UNNEST($42::text[], $43::int8[], $44::text[], $45::int8[], $46::text[], \
-  $47::text[], $48::int8[])), \
+  emitted_at) SELECT * FROM UNNEST($43::text[], $44::int8[], $45::text[], $46::int8[], $47::text[], \
+  $48::text[], $49::int8[])), \
 released AS (UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
-  WHERE instance_id = ANY($49::text[]) AND lock_owner = $2) \
+  WHERE instance_id = ANY($50::text[]) AND lock_owner = $2) \
 INSERT INTO turn_guard (id) SELECT 1 WHERE (SELECT count(*) FROM up) <> $3";
 
 /// Writes `batch` in one statement (see [`ONE_STATEMENT`]), if it is a
@@ -603,7 +613,8 @@ pub(super) async fn commit_in_one_statement(
         .bind(query)
         .bind(&writes.completions.0)
         .bind(&writes.completions.1)
-        .bind(&writes.completions.2);
+        .bind(&writes.completions.2)
+        .bind(&writes.completions.3);
     let result = st
         .bind(query)
         .bind(&writes.release)

@@ -52,16 +52,18 @@ INSERT INTO history (instance_id, idx, event) SELECT value->>0, value->>1, value
 DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?));
 DELETE FROM messages WHERE instance_id IN (SELECT value FROM json_each(?));
 DELETE FROM activities WHERE instance_id IN (SELECT value FROM json_each(?));
-DELETE FROM activities WHERE rowid IN (SELECT a.rowid FROM json_each(?) AS k JOIN activities AS a \
-  ON a.instance_id = k.value->>0 AND a.execution_id = k.value->>1 AND a.task_id = k.value->>2);
 INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, lock_expires, attempt) \
   SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?);
 INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
-  SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?);
-INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
   SELECT u.value->>0, u.value->>1, 'Result', u.value->>2, ? FROM json_each(?) AS u \
   WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = u.value->>0 \
-  AND status NOT IN ('Completed', 'Failed', 'Terminated'));
+  AND status NOT IN ('Completed', 'Failed', 'Terminated')) \
+  AND EXISTS (SELECT 1 FROM activities WHERE instance_id = u.value->>0 AND execution_id = u.value->>1 \
+  AND task_id = u.value->>3);
+DELETE FROM activities WHERE rowid IN (SELECT a.rowid FROM json_each(?) AS k JOIN activities AS a \
+  ON a.instance_id = k.value->>0 AND a.execution_id = k.value->>1 AND a.task_id = k.value->>2);
+INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+  SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?);
 INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) \
   SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?);
 UPDATE instances AS i SET lock_owner = NULL, lock_expires = 0 \
@@ -75,7 +77,7 @@ const COMMIT: &str = concat!(writes!(), "COMMIT");
 /// The batch but its bulk rows, leaving the transaction open for them.
 const WRITES: &str = writes!();
 
-/// History, activity and stream rows of a batch above which they are
+/// History and stream rows of a batch above which they are
 /// inserted with bound parameters after [`WRITES`] rather than extracted
 /// from JSON: SQLite extracts the fields of 10,000 stream rows from JSON in
 /// about 30 ms, and takes them as parameters in about 3. Below it, the one
@@ -91,23 +93,10 @@ type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::Sqlite
 /// A history row: instance, index, event.
 type HistoryRow<'a> = (&'a str, i64, String);
 
-/// An activity work item row.
-struct ActivityRow<'a> {
-    instance_id: &'a str,
-    execution_id: &'a str,
-    task_id: i64,
-    name: &'a str,
-    input: String,
-    owner: Option<&'a str>,
-    lease_until: i64,
-    attempt: i64,
-}
-
 /// Rows inserted with bound parameters.
 #[derive(Default)]
 struct Bulk<'a> {
     history: Vec<HistoryRow<'a>>,
-    activities: Vec<ActivityRow<'a>>,
     stream: Vec<(&'a str, &'a NewStreamEvent)>,
 }
 
@@ -125,7 +114,7 @@ struct Rows<'a> {
     completions: Vec<Value>,
     stream: Vec<Value>,
     release: Vec<Value>,
-    /// History, activity and stream rows in bound inserts instead, for a
+    /// History and stream rows in bound inserts instead, for a
     /// large batch.
     bulk: Option<Bulk<'a>>,
 }
@@ -183,30 +172,19 @@ impl<'a> Rows<'a> {
             } else {
                 (None, 0, 0)
             };
+            // Always in the main query: a result in the same batch for
+            // one of these activities needs its work item written first.
             for a in &turn.activities {
-                let row = ActivityRow {
-                    instance_id: a.key.instance_id.as_str(),
-                    execution_id: &a.key.execution_id,
-                    task_id: i64_of(a.key.task_id),
-                    name: &a.name,
-                    input: to_json(&a.input)?,
-                    owner: claim_owner,
-                    lease_until: claim_until,
+                self.activities.push(json!([
+                    a.key.instance_id.as_str(),
+                    a.key.execution_id,
+                    i64_of(a.key.task_id),
+                    a.name,
+                    to_json(&a.input)?,
+                    claim_owner,
+                    claim_until,
                     attempt,
-                };
-                match &mut self.bulk {
-                    Some(bulk) => bulk.activities.push(row),
-                    None => self.activities.push(json!([
-                        row.instance_id,
-                        row.execution_id,
-                        row.task_id,
-                        row.name,
-                        row.input,
-                        row.owner,
-                        row.lease_until,
-                        row.attempt,
-                    ])),
-                }
+                ]));
             }
         }
         for m in &turn.messages {
@@ -253,11 +231,7 @@ pub(super) async fn commit(
     now: i64,
     batch: &CommitBatch,
 ) -> StoreResult<Wake> {
-    let bulk_rows: usize = batch
-        .turns
-        .iter()
-        .map(|t| t.history.len() + t.activities.len() + t.stream.len())
-        .sum();
+    let bulk_rows: usize = batch.turns.iter().map(|t| t.history.len() + t.stream.len()).sum();
     let mut rows = Rows {
         bulk: (bulk_rows > BULK_ROWS).then(Bulk::default),
         ..Rows::default()
@@ -276,7 +250,8 @@ pub(super) async fn commit(
         rows.completions.push(json!([
             c.key.instance_id.as_str(),
             c.key.execution_id,
-            to_json(&c.event)?
+            to_json(&c.event)?,
+            i64_of(c.key.task_id)
         ]));
         wake.orchestrations = true;
     }
@@ -304,11 +279,11 @@ pub(super) async fn commit(
         .bind(array(rows.consumed))
         .bind(terminal.clone())
         .bind(terminal)
-        .bind(array(rows.done))
         .bind(array(rows.activities))
-        .bind(array(rows.messages))
         .bind(now)
         .bind(array(rows.completions))
+        .bind(array(rows.done))
+        .bind(array(rows.messages))
         .bind(array(rows.stream))
         .bind(array(rows.release))
         .bind(owner)
@@ -336,24 +311,6 @@ async fn insert_bulk(conn: &mut SqliteConnection, bulk: &Bulk<'_>) -> StoreResul
         3,
         &bulk.history,
         |q, (id, idx, event)| q.bind(*id).bind(*idx).bind(event.as_str()),
-    )
-    .await?;
-    insert_rows(
-        conn,
-        "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
-         lock_expires, attempt) VALUES ",
-        8,
-        &bulk.activities,
-        |q, a| {
-            q.bind(a.instance_id)
-                .bind(a.execution_id)
-                .bind(a.task_id)
-                .bind(a.name)
-                .bind(a.input.as_str())
-                .bind(a.owner)
-                .bind(a.lease_until)
-                .bind(a.attempt)
-        },
     )
     .await?;
     insert_rows(

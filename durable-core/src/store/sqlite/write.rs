@@ -217,10 +217,12 @@ impl<'a> Sql<'a> {
     }
 
     /// Delivers the result of an activity whose orchestration the writer
-    /// does not hold to the instance's inbox (unless it is gone or over).
+    /// does not hold to the instance's inbox (unless it is gone or over, or
+    /// the activity has no work item: a turn that was never written
+    /// scheduled it, or another run's result was taken already), and
+    /// deletes the work item.
     pub(super) fn completion(&mut self, completion: &'a ActivityCompletion, now: i64) -> StoreResult<()> {
         let key = &completion.key;
-        self.delete_activity(key);
         self.statement("INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) SELECT ")
             .separated(", ")
             .push_bind(key.instance_id.as_str())
@@ -231,7 +233,15 @@ impl<'a> Sql<'a> {
         self.query
             .push(" WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ")
             .push_bind(key.instance_id.as_str())
-            .push(" AND status NOT IN ('Completed', 'Failed', 'Terminated'))");
+            .push(" AND status NOT IN ('Completed', 'Failed', 'Terminated'))")
+            .push(" AND EXISTS (SELECT 1 FROM activities WHERE instance_id = ")
+            .push_bind(key.instance_id.as_str())
+            .push(" AND execution_id = ")
+            .push_bind(key.execution_id.as_str())
+            .push(" AND task_id = ")
+            .push_bind(i64_of(key.task_id))
+            .push(")");
+        self.delete_activity(key);
         Ok(())
     }
 
