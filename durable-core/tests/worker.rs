@@ -307,6 +307,35 @@ async fn a_long_chain_of_quick_activities_is_written_a_few_turns_at_a_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_while_a_batch_is_written_does_not_rewind_a_chained_orchestration() {
+    // Commits are slow: while the first batch is written, the chain of
+    // quick activities fills its next batch to the bound and waits. A
+    // start of another instance makes the worker fetch, and the store
+    // still returns the first instance with its state before that batch
+    // (and its start message, consumed by it). The chain must go on from
+    // memory, not from that older state.
+    let store = common::memory_store().await;
+    let slow = Arc::new(FaultyStore::new(store.clone()));
+    slow.delay_commits(Duration::from_millis(200));
+    let registry = Registry::new()
+        .orchestration("chain", chain)
+        .activity("slow_square", |_ctx: ActivityContext, i: u64| async move {
+            Ok::<_, Infallible>(i * i)
+        });
+    let worker = Worker::start(slow.clone(), registry).unwrap();
+    let client = Client::new(store);
+    let id = client.start("chain", &40u64).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let other = client.start("chain", &1u64).await.unwrap();
+    let meta = wait_done(&client, &id).await;
+    assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
+    assert_eq!(meta.output, Some(json!(chain_sum(40))));
+    assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(40));
+    assert_eq!(wait_done(&client, &other).await.output, Some(json!(chain_sum(1))));
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_waiting_for_a_slow_activity_is_written_without_it() {
     let gate = Gate::new();
     let registry = Registry::new()

@@ -695,7 +695,9 @@ impl Dispatcher {
                     continue;
                 }
                 if turn.merged >= MAX_MERGED {
-                    self.later.add(&id, state, messages);
+                    // Without the stored state a fetch gave: it is older
+                    // than the open turn's.
+                    self.later.add(&id, None, messages);
                     continue;
                 }
                 let state = state_after(&turn.commit, &turn.name);
@@ -714,11 +716,17 @@ impl Dispatcher {
                 continue;
             }
             // While the instance's last turn is being written, the store's
-            // state is behind: the orchestration in memory is current.
-            let state = if flying.is_some() {
-                self.cache.get(&id).map(|c| c.state.clone())
-            } else {
-                state.or_else(|| self.cache.get(&id).map(|c| c.state.clone()))
+            // state is behind: the orchestration in memory is current. A
+            // stored state read before a batch landed may be older than the
+            // one in memory too; one newer (another worker wrote a turn)
+            // makes the worker replay.
+            let cached = self.cache.get(&id).map(|c| &c.state);
+            let state = match (state, cached) {
+                (_, Some(cached)) if flying.is_some() => Some(cached.clone()),
+                (Some(stored), Some(cached)) if cached.version >= stored.version => Some(cached.clone()),
+                (None, Some(cached)) => Some(cached.clone()),
+                (stored, _) if flying.is_none() => stored,
+                _ => None,
             };
             let Some(state) = state else {
                 // Results for an orchestration no longer in memory, or

@@ -45,6 +45,8 @@ pub struct FaultyStore {
     lose_acks: AtomicUsize,
     /// How many acknowledgements were lost so far.
     lost: AtomicUsize,
+    /// How long each commit waits before it is written.
+    commit_delay: Mutex<Duration>,
 }
 
 impl FaultyStore {
@@ -56,7 +58,13 @@ impl FaultyStore {
             outcomes: Mutex::new(Vec::new()),
             lose_acks: AtomicUsize::new(0),
             lost: AtomicUsize::new(0),
+            commit_delay: Mutex::new(Duration::ZERO),
         }
+    }
+
+    /// Every commit waits `delay` before it is written (a slow disk).
+    pub fn delay_commits(&self, delay: Duration) {
+        *self.commit_delay.lock().unwrap() = delay;
     }
 
     /// Appends `"<outcome> <instance> <version>"` to `path` for every turn
@@ -117,6 +125,10 @@ impl FaultyStore {
             .turns
             .iter()
             .any(|t| t.claim_activities && !t.activities.is_empty());
+        let delay = *self.commit_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let outcomes = self.record(self.inner.commit(owner, lease, batch).await)?;
         let mut line = String::new();
         for ((instance, version), outcome) in turns.into_iter().zip(&outcomes) {
