@@ -115,18 +115,21 @@ impl WorkerOptions {
     ///
     /// A turn's activities start as soon as the turn has run. While the
     /// batch is open, each result that comes back runs the next turn of its
-    /// orchestration at once, and all the turns an instance took commit
-    /// together as one: a chain of quick activities costs one transaction
+    /// orchestration at once, and the turns an instance took commit
+    /// together as one (up to 16; later results wait for the next batch):
+    /// a chain of quick activities costs a transaction per 16 steps
     /// instead of one per step. The batch commits when none of its turns
     /// waits for a running activity any more, when it is full, or after
     /// this long, whichever is first; activities still running then are
     /// stored as claimed by this worker, as they would be without a window.
+    /// While one batch is written, the next fills with the turns that
+    /// follow.
     ///
     /// The price: stream events and status reach readers up to this much
-    /// later, and a crash loses the uncommitted steps, whose activities run
-    /// again when the orchestration is resumed (activities are at least
-    /// once in any case). `Duration::ZERO` commits every batch of turns as
-    /// soon as it has run.
+    /// later (plus the commit before), and a crash loses the uncommitted
+    /// steps, whose activities run again when the orchestration is resumed
+    /// (activities are at least once in any case). `Duration::ZERO` writes
+    /// each batch as soon as it has run and no other is being written.
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
