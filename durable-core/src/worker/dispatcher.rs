@@ -309,6 +309,10 @@ async fn run_in_parallel(turns: Vec<NextTurn>) -> Vec<(InstanceId, Option<String
     done
 }
 
+/// How long the dispatcher waits without a signal while the store's next
+/// wake-up time is being read (the read answers long before).
+const IDLE_LOOK: Duration = Duration::from_secs(3600);
+
 /// A batch being written by a task of its own.
 type Flight = JoinHandle<Landing>;
 
@@ -462,7 +466,11 @@ impl Dispatcher {
         // becomes due, a lease expires, or it is time to poll (or now, after
         // a full page).
         let mut look_at = Instant::now();
-        let mut next_look_unknown = false;
+        // The store's next wake-up time, read by a task of its own after a
+        // fetch that emptied the store, so that the turns it found do not
+        // wait for the read. Until it answers, only signals, results and
+        // the batch wake the loop.
+        let mut lookup: Option<JoinHandle<Instant>> = None;
         let mut error_backoff = Duration::from_millis(10);
         let mut deadline = Instant::now();
         let mut open = OpenBatch::default();
@@ -487,8 +495,14 @@ impl Dispatcher {
                 work.borrow_and_update();
                 match self.fetch(&mut pending, open.len()).await {
                     Ok(true) => look_at = Instant::now(),
-                    // When to look next is read once the turns have run.
-                    Ok(false) => next_look_unknown = true,
+                    Ok(false) => {
+                        look_at = Instant::now() + IDLE_LOOK;
+                        if lookup.is_none() {
+                            let store = store.clone();
+                            let poll = backoff.next_delay();
+                            lookup = Some(tokio::spawn(async move { next_look(store.as_ref(), poll).await }));
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(worker = %self.owner, error = %e, "could not fetch orchestration work");
                         look_at = Instant::now() + Duration::from_secs(1);
@@ -518,9 +532,6 @@ impl Dispatcher {
             {
                 break;
             }
-            if std::mem::take(&mut next_look_unknown) {
-                look_at = next_look(store.as_ref(), &mut backoff).await;
-            }
             // The batch may have been handed over: room to look again.
             let can_look = !self.shutting_down && open.len() < max;
             let mut wake_at = if can_look {
@@ -536,6 +547,11 @@ impl Dispatcher {
             }
             tokio::select! {
                 Some(c) = self.completions.recv() => carried = Some(c),
+                next = async { lookup.as_mut().expect("checked by the guard").await }, if lookup.is_some() => {
+                    lookup = None;
+                    // A page or a timer since may have made it sooner.
+                    look_at = look_at.min(next.unwrap_or_else(|_| Instant::now() + Duration::from_secs(1)));
+                }
                 landed = async { flight.as_mut().expect("checked by the guard").await }, if flight.is_some() => {
                     flight = None;
                     match self.landed(landed, &mut open) {

@@ -297,10 +297,9 @@ impl Backoff {
 }
 
 /// When an idle loop should look at the store again: at the store's next
-/// wake-up time (a timer, a lease that expires) or the next poll, whichever
-/// is first.
-async fn next_look(store: &dyn Store, backoff: &mut Backoff) -> Instant {
-    let poll = backoff.next_delay();
+/// wake-up time (a timer, a lease that expires) or after `poll` (the next
+/// poll delay, if the store is polled), whichever is first.
+async fn next_look(store: &dyn Store, poll: Option<Duration>) -> Instant {
     let wakeup = match store.next_wakeup().await {
         Ok(Some(at)) => Some(
             (at - Utc::now())
