@@ -309,11 +309,11 @@ async fn a_long_chain_of_quick_activities_is_written_a_few_turns_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_while_a_batch_is_written_does_not_rewind_a_chained_orchestration() {
     // Commits are slow: while the first batch is written, the chain of
-    // quick activities fills its next batch to the bound and waits. A
-    // start of another instance makes the worker fetch, and the store
-    // still returns the first instance with its state before that batch
-    // (and its start message, consumed by it). The chain must go on from
-    // memory, not from that older state.
+    // quick activities fills its next batch to the bound and waits. An
+    // event raised for another instance makes the worker fetch, and the
+    // store still returns the first instance with its state before that
+    // batch (and its start message, consumed by it). The chain must go on
+    // from memory, not from that older state.
     let store = common::memory_store().await;
     let slow = Arc::new(FaultyStore::new(store.clone()));
     slow.delay_commits(Duration::from_millis(200));
@@ -327,6 +327,13 @@ async fn a_fetch_while_a_batch_is_written_does_not_rewind_a_chained_orchestratio
     let id = client.start("chain", &40u64).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let other = client.start("chain", &1u64).await.unwrap();
+    // A start is handed to the worker in memory; an event is signalled.
+    let fetches = slow.fetches();
+    client.raise_event(&other, "poke", &json!(null)).await.unwrap();
+    common::eventually("a fetch after the event", || async {
+        (slow.fetches() > fetches).then_some(())
+    })
+    .await;
     let meta = wait_done(&client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
     assert_eq!(meta.output, Some(json!(chain_sum(40))));
@@ -364,4 +371,77 @@ async fn a_turn_waiting_for_a_slow_activity_is_written_without_it() {
     assert_eq!(meta.output, Some(json!(chain_sum(3))));
     assert_eq!(summary(&read_all(&rig.client, &id, 100).await), chain_stream(3));
     rig.shutdown().await;
+}
+
+fn quick_registry() -> Registry {
+    Registry::new()
+        .orchestration("chain", chain)
+        .activity("slow_square", |_ctx: ActivityContext, i: u64| async move {
+            Ok::<_, Infallible>(i * i)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_beside_a_worker_runs_without_being_read_back() {
+    // The store hands the instance it has just created to the worker of
+    // its process, which runs it without fetching it.
+    let store = common::memory_store().await;
+    let counting = Arc::new(FaultyStore::new(store.clone()));
+    let worker = Worker::start(counting.clone(), quick_registry()).unwrap();
+    // The worker looks at the store once as it starts, and takes offers
+    // from then on.
+    common::eventually("the worker's first look", || async {
+        (counting.fetches() > 0).then_some(())
+    })
+    .await;
+    let client = Client::new(store);
+    let id = client.start("chain", &5u64).await.unwrap();
+    let meta = wait_done(&client, &id).await;
+    assert_eq!(meta.output, Some(json!(chain_sum(5))));
+    assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(5));
+    assert_eq!(counting.fetched(), 0, "the instance was fetched");
+    worker.shutdown().await.unwrap();
+
+    // Without a worker in the process, a start is signalled and found by
+    // the next worker's fetch.
+    let late = client.start("chain", &2u64).await.unwrap();
+    let worker = Worker::start(counting.clone(), quick_registry()).unwrap();
+    assert_eq!(wait_done(&client, &late).await.output, Some(json!(chain_sum(2))));
+    assert_eq!(counting.fetched(), 1);
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_in_one_process_share_the_instances_started_there() {
+    // Starts offered to two workers at once, many at a time: each
+    // instance runs once, its stream whole and in order.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("offers.db").to_str().unwrap().to_owned();
+    let store = file_store(&db).await;
+    let workers = [
+        Worker::start_with(
+            store.clone(),
+            quick_registry(),
+            WorkerOptions::new().orchestration_batch(4),
+        )
+        .unwrap(),
+        Worker::start(store.clone(), quick_registry()).unwrap(),
+    ];
+    let client = Client::new(store.clone());
+    let starts = (0..60u64).map(|n| {
+        let client = client.clone();
+        async move { client.start("chain", &(n % 5 + 1)).await.map(|id| (n, id)) }
+    });
+    let started = futures::future::join_all(starts).await;
+    for started in started {
+        let (n, id) = started.unwrap();
+        let steps = n % 5 + 1;
+        let meta = wait_done(&client, &id).await;
+        assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
+        assert_eq!(meta.output, Some(json!(chain_sum(steps))));
+        assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(steps));
+    }
+    for worker in workers {
+        worker.shutdown().await.unwrap();
+    }
 }

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-pub use notify::{ChangeFeed, InstanceFeed, Position, Recently};
+pub use notify::{ChangeFeed, InstanceFeed, OfferTaker, Position, Recently};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};

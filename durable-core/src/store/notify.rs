@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{watch, Notify};
 
+use super::OrchestrationWorkItem;
 use crate::{InstanceId, RuntimeStatus, StreamEvent};
 
 /// The most recent committed events an instance's feed keeps for its
@@ -25,6 +26,10 @@ const BURST: usize = 16_384;
 
 /// The most payload bytes an instance's feed keeps.
 const MAX_KEPT_BYTES: usize = 16 << 20;
+
+/// The most offered work items waiting for a worker; beyond them, a
+/// creation signals the workers instead, who find it in the store.
+const MAX_OFFERS: usize = 4096;
 
 /// What a process knows about one instance while someone watches it: a
 /// wake-up signal, and the stream events committed lately by this process.
@@ -229,11 +234,16 @@ impl InstanceFeed {
 /// [`watch::Receiver::has_changed`] without waiting while it is busy, and
 /// awaits [`watch::Receiver::changed`] when it is idle; no signal is lost
 /// in between.
+///
+/// A store may also hand the work item of an instance it has just created
+/// to a worker of its own process ([`ChangeFeed::offer`]), which then runs
+/// the first turn without reading the instance back.
 #[derive(Debug)]
 pub struct ChangeFeed {
     orchestration_work: watch::Sender<u64>,
     activity_work: watch::Sender<u64>,
     instances: Mutex<HashMap<InstanceId, Weak<InstanceFeed>>>,
+    offers: Arc<Offers>,
 }
 
 impl Default for ChangeFeed {
@@ -242,6 +252,67 @@ impl Default for ChangeFeed {
             orchestration_work: watch::Sender::new(0),
             activity_work: watch::Sender::new(0),
             instances: Mutex::default(),
+            offers: Arc::default(),
+        }
+    }
+}
+
+/// Work items offered to the workers of this process.
+#[derive(Debug, Default)]
+struct Offers {
+    queue: Mutex<OfferQueue>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OfferQueue {
+    /// How many [`OfferTaker`]s there are.
+    takers: usize,
+    items: VecDeque<OrchestrationWorkItem>,
+}
+
+impl Offers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OfferQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A worker's share of the work items offered to the workers of its
+/// process ([`ChangeFeed::take_offers`]). While one exists, the store
+/// offers creations instead of signalling them; when the last one is
+/// dropped, the items nobody took are forgotten (they are in the store,
+/// where the next worker finds them).
+#[derive(Debug)]
+pub struct OfferTaker {
+    offers: Arc<Offers>,
+}
+
+impl OfferTaker {
+    /// Takes up to `max` offered work items, oldest first.
+    pub fn take(&self, max: usize) -> Vec<OrchestrationWorkItem> {
+        let mut queue = self.offers.lock();
+        let n = max.min(queue.items.len());
+        let taken: Vec<_> = queue.items.drain(..n).collect();
+        if !queue.items.is_empty() {
+            // For another taker, or for this one's next look.
+            self.offers.ready.notify_one();
+        }
+        taken
+    }
+
+    /// Completes when work items may have been offered since the last
+    /// call.
+    pub async fn offered(&self) {
+        self.offers.ready.notified().await;
+    }
+}
+
+impl Drop for OfferTaker {
+    fn drop(&mut self) {
+        let mut queue = self.offers.lock();
+        queue.takers -= 1;
+        if queue.takers == 0 {
+            queue.items.clear();
         }
     }
 }
@@ -271,6 +342,36 @@ impl ChangeFeed {
     /// Signals the activity dispatchers.
     pub fn notify_activity_work(&self) {
         self.activity_work.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Registers a worker that takes the work items offered in this
+    /// process; it should look at them as often as it would look at the
+    /// store after a signal.
+    pub fn take_offers(&self) -> OfferTaker {
+        self.offers.lock().takers += 1;
+        OfferTaker {
+            offers: self.offers.clone(),
+        }
+    }
+
+    /// Offers the work item of an instance the store has just created
+    /// (its state and its visible start message exactly as a fetch would
+    /// return them) to the workers of this process. False if no worker
+    /// takes offers or too many wait: the store then signals
+    /// ([`ChangeFeed::notify_orchestration_work`]), and a worker fetches
+    /// the instance.
+    ///
+    /// An offer is a hint like a signal, not a claim: the worker's turn
+    /// commits only if the instance is still as the item says.
+    pub fn offer(&self, item: OrchestrationWorkItem) -> bool {
+        let mut queue = self.offers.lock();
+        if queue.takers == 0 || queue.items.len() >= MAX_OFFERS {
+            return false;
+        }
+        queue.items.push_back(item);
+        drop(queue);
+        self.offers.ready.notify_one();
+        true
     }
 
     /// The feed of an instance: notified whenever its stream or status

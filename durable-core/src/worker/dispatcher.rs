@@ -111,7 +111,25 @@ impl Pending {
         if state.is_some() {
             entry.0 = state;
         }
-        entry.1.extend(messages);
+        if entry.1.is_empty() {
+            entry.1 = messages;
+            return;
+        }
+        // A stored message may come both offered and fetched.
+        let known: HashSet<i64> = entry.1.iter().filter_map(inbox_id).collect();
+        entry.1.extend(
+            messages
+                .into_iter()
+                .filter(|m| inbox_id(m).is_none_or(|id| !known.contains(&id))),
+        );
+    }
+}
+
+/// The id of a stored message.
+fn inbox_id(message: &InboxMessage) -> Option<i64> {
+    match message.source {
+        MessageSource::Inbox(id) => Some(id),
+        MessageSource::Activity(_) => None,
     }
 }
 
@@ -460,6 +478,9 @@ impl Dispatcher {
     pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let store = self.store.clone();
         let mut work = store.changes().orchestration_work();
+        // Instances this process has just created, handed over in memory
+        // instead of signalled: their first turns need no fetch.
+        let offers = store.changes().take_offers();
         let mut backoff = Backoff::new(store.poll_interval());
         let max = self.options.orchestration_batch;
         // When to look at the store next even without a signal: a timer
@@ -491,6 +512,11 @@ impl Dispatcher {
             // are at hand, so that a turn sees messages that arrived before
             // them (a terminate before an activity result).
             let can_look = !self.shutting_down && open.len() < max;
+            if can_look {
+                for item in offers.take(max - open.len()) {
+                    pending.add(&item.instance_id, Some(item.state), item.messages);
+                }
+            }
             if can_look && (work.has_changed().unwrap_or(false) || Instant::now() >= look_at) {
                 work.borrow_and_update();
                 match self.fetch(&mut pending, open.len()).await {
@@ -573,6 +599,7 @@ impl Dispatcher {
                         look_at = Instant::now();
                     }
                 }
+                () = offers.offered(), if can_look => {}
                 Ok(()) = work.changed(), if can_look => {
                     backoff.reset();
                     look_at = Instant::now();

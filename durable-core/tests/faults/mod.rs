@@ -47,6 +47,9 @@ pub struct FaultyStore {
     lost: AtomicUsize,
     /// How long each commit waits before it is written.
     commit_delay: Mutex<Duration>,
+    /// How many fetches there were, and how many work items they returned.
+    fetches: AtomicUsize,
+    fetched: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -59,7 +62,19 @@ impl FaultyStore {
             lose_acks: AtomicUsize::new(0),
             lost: AtomicUsize::new(0),
             commit_delay: Mutex::new(Duration::ZERO),
+            fetches: AtomicUsize::new(0),
+            fetched: AtomicUsize::new(0),
         }
+    }
+
+    /// How many orchestration fetches there were so far.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// How many orchestration work items fetches have returned so far.
+    pub fn fetched(&self) -> usize {
+        self.fetched.load(Ordering::SeqCst)
     }
 
     /// Every commit waits `delay` before it is written (a slow disk).
@@ -183,7 +198,13 @@ impl Store for FaultyStore {
         lease: Duration,
         max: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<OrchestrationWorkItem>>> {
-        async move { self.record(self.inner.fetch_orchestrations(owner, lease, max).await) }.boxed()
+        async move {
+            let items = self.record(self.inner.fetch_orchestrations(owner, lease, max).await)?;
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            self.fetched.fetch_add(items.len(), Ordering::SeqCst);
+            Ok(items)
+        }
+        .boxed()
     }
 
     fn load_history<'a>(

@@ -22,10 +22,12 @@ use sqlx::{Connection, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::{
     ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
-    MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store, StoreResult,
-    StreamRead, TurnOutcome,
+    InstanceState, MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store,
+    StoreResult, StreamRead, TurnOutcome,
 };
-use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
+use crate::{
+    HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, StoreError,
+};
 
 mod creations;
 mod fast;
@@ -424,13 +426,15 @@ impl SqliteStore {
             let built = waiting
                 .iter()
                 .try_for_each(|w| sql.create_new_instance(&w.instance));
-            if built.is_ok() && sql.commit(conn).await.is_ok() {
-                self.changes.notify_orchestration_work();
-                for w in waiting {
-                    self.changes.reset_instance(&w.instance.instance_id);
-                    w.answer(Ok(CreateOutcome::Created));
+            if built.is_ok() {
+                if let Ok(message_ids) = sql.commit(conn).await {
+                    let created: Vec<&NewInstance> = waiting.iter().map(|w| &w.instance).collect();
+                    self.created(&created, &message_ids);
+                    for w in waiting {
+                        w.answer(Ok(CreateOutcome::Created));
+                    }
+                    return;
                 }
-                return;
             }
             // A taken id (or any other failure): each on its own, with its
             // own outcome.
@@ -438,6 +442,28 @@ impl SqliteStore {
         for w in waiting {
             let outcome = self.create_one(conn, &w.instance).await;
             w.answer(outcome);
+        }
+    }
+
+    /// Tells this process of instances just created as new, with the ids
+    /// of their start messages: their watchers forget what they held of
+    /// an earlier instance of the same id, and each one whose start is due
+    /// is offered to a worker of this process, which runs it without
+    /// reading it back; the workers are signalled for the others.
+    fn created(&self, instances: &[&NewInstance], message_ids: &[i64]) {
+        let mut signal = instances.len() != message_ids.len();
+        let now = now_ms();
+        for (i, instance) in instances.iter().enumerate() {
+            self.changes.reset_instance(&instance.instance_id);
+            let due = ms(instance.start_at) <= now;
+            let offered = match message_ids.get(i) {
+                Some(&id) if due && !signal => self.changes.offer(start_work_item(instance, id)),
+                _ => false,
+            };
+            signal |= !offered;
+        }
+        if signal {
+            self.changes.notify_orchestration_work();
         }
     }
 
@@ -452,9 +478,8 @@ impl SqliteStore {
         let mut sql = write::Sql::transaction();
         sql.create_new_instance(instance)?;
         match sql.commit(conn).await {
-            Ok(()) => {
-                self.changes.notify_orchestration_work();
-                self.changes.reset_instance(&instance.instance_id);
+            Ok(message_ids) => {
+                self.created(&[instance], &message_ids);
                 return Ok(CreateOutcome::Created);
             }
             Err(StoreError::Conflict(_)) => {}
@@ -943,6 +968,30 @@ impl Store for SqliteStore {
 
     fn poll_interval(&self) -> Option<Duration> {
         self.poll_interval
+    }
+}
+
+/// The work item a fetch would return for `instance`, just created as new
+/// with the start message `message_id`.
+fn start_work_item(instance: &NewInstance, message_id: i64) -> OrchestrationWorkItem {
+    OrchestrationWorkItem {
+        instance_id: instance.instance_id.clone(),
+        state: InstanceState {
+            name: instance.name.clone(),
+            execution_id: instance.execution_id.clone(),
+            status: RuntimeStatus::Pending,
+            version: 0,
+            history_len: 0,
+            stream_seq: 0,
+            execution_emits: 0,
+            custom_status: None,
+        },
+        messages: vec![InboxMessage {
+            source: MessageSource::Inbox(message_id),
+            visible_at: from_ms(ms(instance.start_at)),
+            execution_id: Some(instance.execution_id.clone()),
+            event: instance.start_event(),
+        }],
     }
 }
 

@@ -98,24 +98,32 @@ impl<'a> Sql<'a> {
         self.statement("INSERT INTO turn_guard (id) SELECT 1 WHERE changes() = 0");
     }
 
-    /// Runs a [`Sql::transaction`] and commits it; rolls it back on error.
-    pub(super) async fn commit(mut self, conn: &mut SqliteConnection) -> StoreResult<()> {
+    /// Runs a [`Sql::transaction`] and commits it, returning the `id`
+    /// column of every row its statements returned, in order; rolls it
+    /// back on error.
+    pub(super) async fn commit(mut self, conn: &mut SqliteConnection) -> StoreResult<Vec<i64>> {
         self.statement("COMMIT");
-        let result = self.query.build().execute(&mut *conn).await.map_err(db);
-        if result.is_err() {
-            // Ends the transaction if it began (an error when it did not).
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        let result = self.query.build().fetch_all(&mut *conn).await.map_err(db);
+        match result {
+            Ok(rows) => rows.iter().map(|row| row.try_get("id").map_err(db)).collect(),
+            Err(e) => {
+                // Ends the transaction if it began (an error when it did not).
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
         }
-        result.map(drop)
     }
 
-    /// Creates a new instance (with its start message) unless its id is
-    /// taken, which fails the transaction with a conflict.
+    /// Creates a new instance (with its start message, whose id the
+    /// statement returns) unless its id is taken, which fails the
+    /// transaction with a conflict.
     pub(super) fn create_new_instance(&mut self, instance: &'a NewInstance) -> StoreResult<()> {
         self.insert_instance(instance)?;
         self.query.push(" ON CONFLICT (instance_id) DO NOTHING");
         self.require_change();
-        self.insert_start_message(instance)
+        self.insert_start_message(instance)?;
+        self.query.push(" RETURNING id");
+        Ok(())
     }
 
     pub(super) fn delete_instance_rows(&mut self, instance_id: &'a str) {
