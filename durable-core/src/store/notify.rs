@@ -599,4 +599,92 @@ mod tests {
         assert!(generation >= 2, "forgetting does not rewind the generation");
         assert!(seqs(&feed.after(&Position::After(event(count, "x")), 10)).is_empty());
     }
+
+    fn item(n: u64) -> OrchestrationWorkItem {
+        OrchestrationWorkItem {
+            instance_id: InstanceId::new(format!("offered-{n}")).unwrap(),
+            state: crate::store::InstanceState {
+                name: "o".into(),
+                execution_id: "x".into(),
+                status: RuntimeStatus::Pending,
+                version: 0,
+                history_len: 0,
+                stream_seq: 0,
+                execution_emits: 0,
+                custom_status: None,
+            },
+            messages: Vec::new(),
+        }
+    }
+
+    fn ids(items: &[OrchestrationWorkItem]) -> Vec<String> {
+        items.iter().map(|i| i.instance_id.to_string()).collect()
+    }
+
+    #[test]
+    fn offers_go_to_takers_in_order_and_only_while_there_are_takers() {
+        let feed = ChangeFeed::new();
+        assert!(!feed.offer(item(0)), "nobody takes offers: the store must signal");
+        let first = feed.take_offers();
+        let second = feed.take_offers();
+        assert!(feed.offer(item(1)) && feed.offer(item(2)) && feed.offer(item(3)));
+        // Shared by the takers, oldest first, at most as many as asked for.
+        assert_eq!(ids(&first.take(2)), ["offered-1", "offered-2"]);
+        assert_eq!(ids(&second.take(10)), ["offered-3"]);
+        assert!(first.take(10).is_empty());
+        // Items left when a taker goes stay for the others...
+        assert!(feed.offer(item(4)));
+        drop(first);
+        assert_eq!(ids(&second.take(10)), ["offered-4"]);
+        // ... and are forgotten with the last one (they are in the store);
+        // from then on the store signals again.
+        assert!(feed.offer(item(5)));
+        drop(second);
+        assert!(!feed.offer(item(6)));
+        assert!(feed.take_offers().take(10).is_empty());
+    }
+
+    #[test]
+    fn offers_are_bounded() {
+        let feed = ChangeFeed::new();
+        let taker = feed.take_offers();
+        for n in 0..MAX_OFFERS as u64 {
+            assert!(feed.offer(item(n)));
+        }
+        assert!(
+            !feed.offer(item(MAX_OFFERS as u64)),
+            "beyond the bound the store signals"
+        );
+        assert_eq!(taker.take(usize::MAX).len(), MAX_OFFERS);
+        assert!(feed.offer(item(0)));
+    }
+
+    #[tokio::test]
+    async fn an_offer_wakes_a_taker_that_waits_or_comes_later() {
+        let feed = Arc::new(ChangeFeed::new());
+        let taker = feed.take_offers();
+        // Made before the taker waits: its next wait ends at once.
+        assert!(feed.offer(item(1)));
+        tokio::time::timeout(std::time::Duration::from_secs(5), taker.offered())
+            .await
+            .expect("the offer wakes the taker");
+        assert_eq!(ids(&taker.take(1)), ["offered-1"]);
+        // Made while it waits.
+        let waiting = tokio::spawn({
+            let feed = feed.clone();
+            async move {
+                let taker = feed.take_offers();
+                taker.offered().await;
+                ids(&taker.take(10))
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(feed.offer(item(2)));
+        let taken = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the offer wakes the waiting taker")
+            .unwrap();
+        // One of the two takers has it.
+        assert!(taken == ["offered-2"] || ids(&taker.take(10)) == ["offered-2"]);
+    }
 }
