@@ -830,15 +830,23 @@ async fn a_result_is_delivered_only_while_its_work_item_exists(b: &Backend) {
         execution_id: item.state.execution_id.clone(),
         task_id,
     };
-    // A written turn schedules task 1, claimed by the tester.
-    let mut turn = common::emitting_turn(&item, Vec::new());
-    turn.activities.push(NewActivity {
-        key: key(1),
-        name: "double".into(),
-        input: json!(1),
-    });
-    turn.claim_activities = true;
-    let written = b.store.commit("tester", lease, &batch(turn)).await.unwrap();
+    // A turn of `item` that schedules task `task_id`, claimed by the tester.
+    let scheduling = |item: &durable_core::store::OrchestrationWorkItem, task_id: u64| {
+        let mut turn = common::emitting_turn(item, Vec::new());
+        turn.activities.push(NewActivity {
+            key: key(task_id),
+            name: "double".into(),
+            input: json!(task_id),
+        });
+        turn.claim_activities = true;
+        turn
+    };
+    // A written turn schedules task 1.
+    let written = b
+        .store
+        .commit("tester", lease, &batch(scheduling(&item, 1)))
+        .await
+        .unwrap();
     assert_eq!(written, [TurnOutcome::Committed]);
     let result = |task_id| ActivityCompletion {
         key: key(task_id),
@@ -878,15 +886,8 @@ async fn a_result_is_delivered_only_while_its_work_item_exists(b: &Backend) {
     let (item, ids) = delivered().await;
     assert_eq!(ids, [1], "task 1's first result only");
     // A turn that schedules task 3, and its result, in one batch.
-    let mut turn = common::emitting_turn(&item, Vec::new());
-    turn.activities.push(NewActivity {
-        key: key(3),
-        name: "double".into(),
-        input: json!(3),
-    });
-    turn.claim_activities = true;
     let both = CommitBatch {
-        turns: vec![turn],
+        turns: vec![scheduling(&item, 3)],
         completions: vec![result(3)],
         ..CommitBatch::default()
     };

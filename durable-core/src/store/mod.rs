@@ -181,6 +181,22 @@ pub struct InstanceState {
     pub custom_status: Option<String>,
 }
 
+impl InstanceState {
+    /// The state of an instance just created, before its first turn.
+    pub(crate) fn created(name: String, execution_id: String) -> Self {
+        Self {
+            name,
+            execution_id,
+            status: RuntimeStatus::Pending,
+            version: 0,
+            history_len: 0,
+            stream_seq: 0,
+            execution_emits: 0,
+            custom_status: None,
+        }
+    }
+}
+
 /// An instance with visible messages, fetched for a turn.
 #[derive(Debug, Clone)]
 pub struct OrchestrationWorkItem {

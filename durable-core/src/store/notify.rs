@@ -603,16 +603,7 @@ mod tests {
     fn item(n: u64) -> OrchestrationWorkItem {
         OrchestrationWorkItem {
             instance_id: InstanceId::new(format!("offered-{n}")).unwrap(),
-            state: crate::store::InstanceState {
-                name: "o".into(),
-                execution_id: "x".into(),
-                status: RuntimeStatus::Pending,
-                version: 0,
-                history_len: 0,
-                stream_seq: 0,
-                execution_emits: 0,
-                custom_status: None,
-            },
+            state: crate::store::InstanceState::created("o".into(), "x".into()),
             messages: Vec::new(),
         }
     }

@@ -656,13 +656,13 @@ impl Dispatcher {
     }
 
     /// Fetches instances with messages in the store, as many as the open
-    /// batch (of `open` instances) has room for; true if the page was full, so that there may be
-    /// more. The store also returns the instances whose turns are not
-    /// written yet (with the messages they consumed): the page is larger by
-    /// their number, so that they do not crowd the others out.
+    /// batch (of `open` instances) has room for; true if the page was
+    /// full, so that there may be more. The store also returns the
+    /// instances whose turns are not written yet (with the messages they
+    /// consumed): the page is larger by their number, so that they do not
+    /// crowd the others out.
     async fn fetch(&mut self, pending: &mut Pending, open: usize) -> Result<bool, StoreError> {
-        let room = self.options.orchestration_batch.saturating_sub(open);
-        let max = room + open + self.flying.len();
+        let max = self.options.orchestration_batch.max(open) + self.flying.len();
         let items = self
             .store
             .fetch_orchestrations(&self.owner, self.options.lease, max)

@@ -25,9 +25,7 @@ use super::{
     InstanceState, MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store,
     StoreResult, StreamRead, TurnOutcome,
 };
-use crate::{
-    HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, StoreError,
-};
+use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 
 mod creations;
 mod fast;
@@ -976,16 +974,7 @@ impl Store for SqliteStore {
 fn start_work_item(instance: &NewInstance, message_id: i64) -> OrchestrationWorkItem {
     OrchestrationWorkItem {
         instance_id: instance.instance_id.clone(),
-        state: InstanceState {
-            name: instance.name.clone(),
-            execution_id: instance.execution_id.clone(),
-            status: RuntimeStatus::Pending,
-            version: 0,
-            history_len: 0,
-            stream_seq: 0,
-            execution_emits: 0,
-            custom_status: None,
-        },
+        state: InstanceState::created(instance.name.clone(), instance.execution_id.clone()),
         messages: vec![InboxMessage {
             source: MessageSource::Inbox(message_id),
             visible_at: from_ms(ms(instance.start_at)),
