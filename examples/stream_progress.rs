@@ -33,6 +33,12 @@ struct Job {
     work_ms: u32,
 }
 
+/// What a `progress` event says, as the watcher reads it.
+#[derive(Debug, Deserialize)]
+struct Progress {
+    percent: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Summary {
     chunk: u32,
@@ -129,7 +135,7 @@ async fn run(db: &str, job: Job) -> Result<(), Box<dyn std::error::Error>> {
         let at = started.elapsed().as_secs_f64();
         match event.name.as_str() {
             "progress" => {
-                let percent = event.payload["percent"].as_u64().unwrap_or(0);
+                let percent = event.payload_as::<Progress>()?.percent;
                 let bar = "#".repeat(usize::try_from(percent / 5).unwrap_or(0));
                 println!(
                     "[{at:>6.2}s] #{:<3} progress  [{bar:<20}] {percent:>3}%",

@@ -513,7 +513,7 @@ async fn ask<W: Write>(
                 let event = event?;
                 writeln!(out, "{}", describe(&event, None))?;
                 names.push(event.name.clone());
-                let Ok(workflow_event) = WorkflowEvent::deserialize(&event.payload) else { continue };
+                let Ok(workflow_event) = event.payload.parse::<WorkflowEvent>() else { continue };
                 match workflow_event {
                     WorkflowEvent::RequestInfo { request_id, request, .. } => {
                         print_request(out, &request_id, &request)?;

@@ -1,8 +1,8 @@
 //! How the examples print stream events: one readable line per event, or
 //! one JSON line `{"instance","seq","name","payload"}`.
 
-use durable_core::StreamEvent;
-use serde::{Deserialize, Serialize};
+use durable_core::{Payload, StreamEvent};
+use serde::Serialize;
 use serde_json::Value;
 
 use agent_workflows::WorkflowEvent;
@@ -17,7 +17,7 @@ pub struct JsonEvent<'a> {
     /// The event name.
     pub name: &'a str,
     /// The payload.
-    pub payload: &'a Value,
+    pub payload: &'a Payload,
 }
 
 impl<'a> JsonEvent<'a> {
@@ -77,8 +77,8 @@ fn of(n: u32, total: Option<u32>) -> String {
 /// supersteps the run will take, if known. Events that are not workflow
 /// events are shown by name and size.
 pub fn describe(event: &StreamEvent, total: Option<u32>) -> String {
-    let size = human_bytes(payload_bytes(&event.payload));
-    let what = match WorkflowEvent::deserialize(&event.payload) {
+    let size = human_bytes(event.payload.as_str().len());
+    let what = match event.payload.parse::<WorkflowEvent>() {
         Ok(workflow_event) => describe_workflow_event(&workflow_event, &size, total),
         Err(_) => format!("{} ({size})", event.name),
     };
@@ -177,7 +177,7 @@ mod tests {
             instance_id: InstanceId::new("run-1").unwrap(),
             seq,
             name: payload["type"].as_str().unwrap_or("greeted").to_owned(),
-            payload,
+            payload: Payload::new(&payload).unwrap(),
             emitted_at: chrono::Utc::now(),
             execution_id: "e".into(),
         }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::cli::{Args, CliError, Command};
 use crate::document_processing::{self, DocumentJob};
-use crate::render::{describe, payload_bytes, JsonEvent};
+use crate::render::{describe, JsonEvent};
 
 /// The usage text of `examples/watch.rs`.
 pub const USAGE: &str = "\
@@ -181,7 +181,7 @@ pub async fn run<W: Write>(options: &WatchOptions, mut out: W) -> Result<WatchRe
             writeln!(out, "{}", describe(&event, total))?;
         }
         out.flush()?;
-        bytes += payload_bytes(&event.payload);
+        bytes += event.payload.as_str().len();
         seqs.push(event.seq);
         names.push(event.name);
     }

@@ -219,11 +219,14 @@ impl SequencedEvent {
     /// [`WorkflowClientError::InvalidEvent`] if it is not a workflow event.
     pub fn from_stream(event: &StreamEvent) -> Result<Self, WorkflowClientError> {
         let decoded =
-            WorkflowEvent::deserialize(&event.payload).map_err(|e| WorkflowClientError::InvalidEvent {
-                instance_id: event.instance_id.clone(),
-                seq: event.seq,
-                message: e.to_string(),
-            })?;
+            event
+                .payload
+                .parse::<WorkflowEvent>()
+                .map_err(|e| WorkflowClientError::InvalidEvent {
+                    instance_id: event.instance_id.clone(),
+                    seq: event.seq,
+                    message: e.to_string(),
+                })?;
         Ok(Self {
             instance_id: event.instance_id.clone(),
             seq: event.seq,

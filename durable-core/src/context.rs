@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{FailureDetails, HistoryEvent, InstanceId, OrchestrationError, RetryPolicy};
+use crate::{FailureDetails, HistoryEvent, InstanceId, OrchestrationError, Payload, RetryPolicy};
 
 /// How the size of the custom status is measured against its cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,7 +149,7 @@ impl Action {
 pub(crate) struct PendingEmit {
     pub(crate) emit_index: u64,
     pub(crate) name: String,
-    pub(crate) payload: String,
+    pub(crate) payload: Payload,
     pub(crate) emitted_at: DateTime<Utc>,
 }
 
@@ -621,16 +621,16 @@ impl OrchestrationContext {
                 reason: "the name is longer than 256 bytes",
             });
         }
-        let payload = serde_json::to_string(payload).map_err(|e| OrchestrationError::Serialization {
+        let payload = Payload::new(payload).map_err(|e| OrchestrationError::Serialization {
             what: format!("payload of stream event '{name}'"),
             message: e.to_string(),
         })?;
         let mut state = self.lock();
         let limit = state.limits.stream_event_max_bytes;
-        if payload.len() > limit {
+        if payload.as_str().len() > limit {
             return Err(OrchestrationError::EventTooLarge {
                 name: name.into(),
-                size: payload.len(),
+                size: payload.as_str().len(),
                 limit,
             });
         }

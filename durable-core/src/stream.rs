@@ -27,11 +27,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::store::{Position, Store};
 use crate::worker::Backoff;
-use crate::{Error, InstanceId, Result};
+use crate::{Error, InstanceId, Payload, Result};
 
 /// One event of an instance's stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,8 +41,8 @@ pub struct StreamEvent {
     pub seq: u64,
     /// The event name.
     pub name: String,
-    /// The payload.
-    pub payload: Value,
+    /// The payload, as the orchestration emitted it.
+    pub payload: Payload,
     /// The orchestration time of the emit (deterministic).
     pub emitted_at: DateTime<Utc>,
     /// The execution that emitted it.
@@ -57,7 +56,7 @@ impl StreamEvent {
     ///
     /// [`Error::Json`] if the payload does not fit `T`.
     pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        Ok(T::deserialize(&self.payload)?)
+        Ok(self.payload.parse()?)
     }
 }
 

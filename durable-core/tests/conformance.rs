@@ -781,9 +781,9 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
         assert_eq!(
             events
                 .iter()
-                .map(|e| (e.seq, e.payload.clone()))
+                .map(|e| (e.seq, e.payload.as_str()))
                 .collect::<Vec<_>>(),
-            [(1, json!(0)), (2, json!(1))],
+            [(1, "0"), (2, "1")],
             "{what}: nothing of the refused turn was written"
         );
     }
@@ -799,10 +799,10 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
     assert_eq!(
         events
             .iter()
-            .map(|e| (e.seq, e.payload.clone()))
+            .map(|e| (e.seq, e.payload.as_str().to_owned()))
             .collect::<Vec<_>>(),
         (1..=1_200u64)
-            .map(|seq| (seq, json!(seq - 1)))
+            .map(|seq| (seq, (seq - 1).to_string()))
             .collect::<Vec<_>>(),
         "a long stream is written whole and in order"
     );

@@ -724,7 +724,10 @@ async fn continue_as_new_loops(options: WorkerOptions) {
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
     for (n, e) in events.iter().enumerate() {
-        assert_eq!(e.payload, json!({ "n": n, "doubled": 2 * n }));
+        assert_eq!(
+            e.payload.parse::<serde_json::Value>().unwrap(),
+            json!({ "n": n, "doubled": 2 * n })
+        );
     }
     let mut executions: Vec<&str> = events.iter().map(|e| e.execution_id.as_str()).collect();
     // The instance may have continued as new before wait_for_start read

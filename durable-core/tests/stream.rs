@@ -211,7 +211,8 @@ async fn a_watcher_is_live_and_ends_right_after_the_last_event() {
         for i in 0..2 {
             let event = next_event(&mut watch).await.expect("an event");
             let (seq, name, payload) = &expected[turn * 2 + i];
-            assert_eq!((&event.seq, &event.name, &event.payload), (seq, name, payload));
+            let got: Value = event.payload.parse().unwrap();
+            assert_eq!((&event.seq, &event.name, &got), (seq, name, payload));
         }
         let meta = rig.client.get_instance(&id).await.unwrap().unwrap();
         assert_eq!(meta.status, RuntimeStatus::Running);
@@ -223,8 +224,8 @@ async fn a_watcher_is_live_and_ends_right_after_the_last_event() {
     }
     let last = next_event(&mut watch).await.expect("the last event");
     assert_eq!(
-        (last.seq, last.name.as_str(), &last.payload),
-        (7, "done", &json!(6))
+        (last.seq, last.name.as_str(), last.payload.as_str()),
+        (7, "done", "6")
     );
     assert!(
         next_event(&mut watch).await.is_none(),
@@ -442,7 +443,7 @@ async fn the_per_event_cap_is_a_typed_error_and_appends_nothing() {
     let events = read_all(&rig.client, &id, 100).await;
     let sizes: Vec<(u64, usize)> = events
         .iter()
-        .map(|e| (e.seq, e.payload.as_str().map_or(0, str::len)))
+        .map(|e| (e.seq, e.payload.parse::<String>().map_or(0, |s| s.len())))
         .collect();
     assert_eq!(sizes, [(1, 10), (2, limit - 2), (3, 3), (4, 5), (5, 0)]);
     assert_eq!(events[3].name, "n".repeat(MAX_EVENT_NAME_LEN));
@@ -619,9 +620,9 @@ async fn the_store_refuses_an_emit_or_a_sequence_number_stored_twice() {
         assert_eq!(
             events
                 .iter()
-                .map(|e| (e.seq, e.payload.clone()))
+                .map(|e| (e.seq, e.payload.as_str()))
                 .collect::<Vec<_>>(),
-            [(1, json!(0)), (2, json!(1))],
+            [(1, "0"), (2, "1")],
             "{what}"
         );
     }

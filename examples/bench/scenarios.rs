@@ -499,7 +499,7 @@ async fn pipeline(config: &Config, concurrent: bool) -> Result<Figures, BoxError
             let mut events = std::pin::pin!(client.watch_events(&id, 0));
             let mut count = 0;
             while let Some(event) = events.next().await {
-                bytes += serde_json::to_string(&event?.payload)?.len();
+                bytes += event?.payload.as_str().len();
                 count += 1;
             }
             if count != expected_events {

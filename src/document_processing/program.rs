@@ -326,7 +326,7 @@ async fn run_on<W: Write>(
             } => {
                 let outcome = &mut outcomes[run];
                 outcome.events += 1;
-                outcome.stream_bytes += payload_bytes(&event.payload) as u64;
+                outcome.stream_bytes += event.payload.as_str().len() as u64;
                 if let Some(bytes) = live_status_bytes {
                     outcome.max_live_status_bytes = outcome.max_live_status_bytes.max(bytes);
                 }

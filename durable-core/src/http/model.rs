@@ -3,9 +3,10 @@
 //! `customStatus`, `createdTime`, ...).
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{FailureDetails, InstanceMetadata, StreamEvent};
+use crate::{EventPage, FailureDetails, InstanceId, InstanceMetadata, Payload, StreamEvent};
 
 /// A time as RFC 3339 in UTC with milliseconds, such as
 /// `2026-01-02T03:04:05.678Z`.
@@ -35,13 +36,47 @@ pub(crate) fn instance(meta: &InstanceMetadata) -> Value {
     })
 }
 
-/// A stream event, as the events page returns it.
-pub(crate) fn event(event: &StreamEvent) -> Value {
-    json!({
-        "seq": event.seq,
-        "name": event.name,
-        "payload": event.payload,
-        "emittedAt": time(event.emitted_at),
-        "executionId": event.execution_id,
-    })
+/// A page of stream events, as `GET /api/instances/{id}/events` returns
+/// it. The payloads go out as they were stored, without being parsed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EventsPage<'a> {
+    instance_id: &'a InstanceId,
+    events: Vec<Event<'a>>,
+    next_cursor: u64,
+    finished: bool,
+}
+
+impl<'a> EventsPage<'a> {
+    pub(crate) fn new(instance_id: &'a InstanceId, page: &'a EventPage) -> Self {
+        Self {
+            instance_id,
+            events: page.events.iter().map(Event::new).collect(),
+            next_cursor: page.next_cursor,
+            finished: page.finished,
+        }
+    }
+}
+
+/// A stream event of an [`EventsPage`].
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    seq: u64,
+    name: &'a str,
+    payload: &'a Payload,
+    emitted_at: String,
+    execution_id: &'a str,
+}
+
+impl<'a> Event<'a> {
+    fn new(event: &'a StreamEvent) -> Self {
+        Self {
+            seq: event.seq,
+            name: &event.name,
+            payload: &event.payload,
+            emitted_at: time(event.emitted_at),
+            execution_id: &event.execution_id,
+        }
+    }
 }

@@ -395,7 +395,7 @@ async fn events(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(id) = path?;
     let params = Params::parse(query, &["after", "limit"])?;
     let id = instance_id(&id)?;
@@ -417,13 +417,7 @@ async fn events(
         .ok_or_else(|| Error::InstanceNotFound(id.clone()))?;
     check_cursor(after, meta.stream_len)?;
     let page = state.client.get_events(&id, after, limit).await?;
-    let events: Vec<Value> = page.events.iter().map(model::event).collect();
-    Ok(Json(json!({
-        "instanceId": id,
-        "events": events,
-        "nextCursor": page.next_cursor,
-        "finished": page.finished,
-    })))
+    Ok(Json(model::EventsPage::new(&id, &page)).into_response())
 }
 
 /// `GET /api/openapi.json`: the OpenAPI 3 description of the API.

@@ -41,8 +41,18 @@ fn to_sse(event: &StreamEvent) -> Event {
         .chars()
         .map(|c| if c == '\r' || c == '\n' { '\u{FFFD}' } else { c })
         .collect();
-    // Compact JSON has no raw line breaks (they are escaped in strings).
-    let data = serde_json::to_string(&event.payload).unwrap_or_else(|_| "null".to_owned());
+    // The runtime writes payloads as compact JSON, which has no raw line
+    // breaks (they are escaped in strings); one made from text with line
+    // breaks between its tokens is written again, compact.
+    let text = event.payload.as_str();
+    let data = if text.contains(['\r', '\n']) {
+        event
+            .payload
+            .parse::<serde_json::Value>()
+            .map_or_else(|_| "null".to_owned(), |value| value.to_string())
+    } else {
+        text.to_owned()
+    };
     Event::default().id(event.seq.to_string()).event(name).data(data)
 }
 
@@ -128,9 +138,9 @@ pub(crate) async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::InstanceId;
+    use crate::{InstanceId, Payload};
 
-    fn sample(name: &str, payload: serde_json::Value) -> StreamEvent {
+    fn sample(name: &str, payload: Payload) -> StreamEvent {
         StreamEvent {
             instance_id: InstanceId::new("i").unwrap(),
             seq: 7,
@@ -143,13 +153,17 @@ mod tests {
 
     #[tokio::test]
     async fn line_breaks_in_names_and_payloads_stay_on_one_line() {
-        let event = to_sse(&sample("a\nb\rc", serde_json::json!({"text": "x\ny"})));
-        let response = Sse::new(futures::stream::iter([Ok::<_, Infallible>(event)])).into_response();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
-        let text = std::str::from_utf8(&body).unwrap();
-        assert_eq!(
-            text,
-            "id: 7\nevent: a\u{FFFD}b\u{FFFD}c\ndata: {\"text\":\"x\\ny\"}\n\n"
-        );
+        let compact = Payload::new(&serde_json::json!({"text": "x\ny"})).unwrap();
+        let spread = Payload::from_text("{\r\n  \"text\": \"x\\ny\"\n}").unwrap();
+        for payload in [compact, spread] {
+            let event = to_sse(&sample("a\nb\rc", payload));
+            let response = Sse::new(futures::stream::iter([Ok::<_, Infallible>(event)])).into_response();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let text = std::str::from_utf8(&body).unwrap();
+            assert_eq!(
+                text,
+                "id: 7\nevent: a\u{FFFD}b\u{FFFD}c\ndata: {\"text\":\"x\\ny\"}\n\n"
+            );
+        }
     }
 }

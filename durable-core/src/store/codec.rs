@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::{EnqueueOutcome, InstanceState, NewMessage, StoreResult, TurnCommit};
 use crate::instance::{continuation_of, parse_continuation};
 use crate::{
-    FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus,
-    StoreError, StreamEvent,
+    FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, Payload,
+    RuntimeStatus, StoreError, StreamEvent,
 };
 
 /// Maps a database error, turning a uniqueness violation into
@@ -224,7 +224,8 @@ pub(crate) fn stream_event_of(instance_id: &InstanceId, row: &impl Columns) -> S
         instance_id: instance_id.clone(),
         seq: u64_of(row.int("seq")?),
         name: row.text("name")?,
-        payload: from_json(&row.text("payload")?, "payload")?,
+        payload: Payload::from_text(row.text("payload")?)
+            .map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?,
         emitted_at: from_ms(row.int("emitted_at")?),
         execution_id: row.text("execution_id")?,
     })
@@ -344,23 +345,20 @@ pub(crate) fn publish_turns(
             continue;
         };
         changes.publish(&turn.instance_id, update.status, update.stream_seq, || {
-            let events: Option<Vec<(StreamEvent, usize)>> = turn
-                .stream
+            turn.stream
                 .iter()
                 .map(|e| {
                     let event = StreamEvent {
                         instance_id: turn.instance_id.clone(),
                         seq: e.seq,
                         name: e.name.clone(),
-                        payload: serde_json::from_str(&e.payload).ok()?,
+                        payload: e.payload.clone(),
                         emitted_at: from_ms(ms(e.emitted_at)),
                         execution_id: e.execution_id.clone(),
                     };
-                    Some((event, e.payload.len()))
+                    (event, e.payload.as_str().len())
                 })
-                .collect();
-            // A payload that does not read back is left to the database.
-            events.unwrap_or_default()
+                .collect()
         });
     }
 }

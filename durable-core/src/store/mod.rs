@@ -29,7 +29,7 @@ pub use sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};
 
 use crate::{
     FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, ParentInstance,
-    RuntimeStatus, StoreError, StreamEvent,
+    Payload, RuntimeStatus, StoreError, StreamEvent,
 };
 
 /// Opens the store a URL names: `postgres://...` or `postgresql://...` for
@@ -291,8 +291,8 @@ pub struct NewStreamEvent {
     pub emit_index: u64,
     /// The event name.
     pub name: String,
-    /// The payload as JSON text.
-    pub payload: String,
+    /// The payload.
+    pub payload: Payload,
     /// The orchestration time of the emit.
     pub emitted_at: DateTime<Utc>,
 }

@@ -446,16 +446,16 @@ impl ChangeFeed {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use serde_json::json;
 
     use super::*;
+    use crate::Payload;
 
     fn event(seq: u64, execution_id: &str) -> StreamEvent {
         StreamEvent {
             instance_id: InstanceId::new("i").unwrap(),
             seq,
             name: "e".into(),
-            payload: json!(seq),
+            payload: Payload::new(&seq).unwrap(),
             emitted_at: Utc::now(),
             execution_id: execution_id.into(),
         }
@@ -547,7 +547,7 @@ mod tests {
 
         let feed = InstanceFeed::default();
         let big = |seq| StreamEvent {
-            payload: json!("x".repeat(1 << 20)),
+            payload: Payload::new(&"x".repeat(1 << 20)).unwrap(),
             ..event(seq, "x")
         };
         feed.publish(sized((1..=40).map(big).collect()), RuntimeStatus::Running, 40);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use durable_core::prelude::*;
 use durable_core::store::{InstanceUpdate, MessageSource, NewStreamEvent, OrchestrationWorkItem, TurnCommit};
-use durable_core::{InstanceMetadata, StreamEvent};
+use durable_core::{InstanceMetadata, Payload, StreamEvent};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -175,7 +175,13 @@ impl Gate {
 pub fn summary(events: &[StreamEvent]) -> Vec<(u64, String, Value)> {
     events
         .iter()
-        .map(|e| (e.seq, e.name.clone(), e.payload.clone()))
+        .map(|e| {
+            (
+                e.seq,
+                e.name.clone(),
+                e.payload.parse().expect("a payload is JSON"),
+            )
+        })
         .collect()
 }
 
@@ -222,7 +228,7 @@ pub fn emitting_turn(item: &OrchestrationWorkItem, stream: Vec<(u64, u64)>) -> T
                 execution_id: execution_id.clone(),
                 emit_index,
                 name: "e".into(),
-                payload: emit_index.to_string(),
+                payload: Payload::new(&emit_index).expect("a number is JSON"),
                 emitted_at: chrono::Utc::now(),
             })
             .collect(),

@@ -361,7 +361,7 @@ impl Writes {
             s.execution_id.push(e.execution_id.clone());
             s.emit_index.push(i64_of(e.emit_index));
             s.name.push(e.name.clone());
-            s.payload.push(e.payload.clone());
+            s.payload.push(e.payload.as_str().to_owned());
             s.emitted_at.push(ms(e.emitted_at));
         }
         Ok(())

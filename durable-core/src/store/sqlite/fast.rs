@@ -207,7 +207,7 @@ impl<'a> Rows<'a> {
                 e.execution_id,
                 i64_of(e.emit_index),
                 e.name,
-                e.payload,
+                e.payload.as_str(),
                 ms(e.emitted_at),
             ]));
         }
