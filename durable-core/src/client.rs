@@ -6,13 +6,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::store::{CreateOutcome, EnqueueOutcome, NewInstance, NewMessage, PurgeOutcome, Store};
 use crate::worker::Backoff;
 use crate::{
     stream, Error, EventPage, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery,
-    Result, RuntimeStatus, StreamEvent,
+    Payload, Result, RuntimeStatus, StreamEvent,
 };
 
 /// How to start an orchestration instance.
@@ -28,7 +27,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct StartOptions {
     name: String,
-    input: Value,
+    input: Payload,
     instance_id: Option<InstanceId>,
     start_at: Option<DateTime<Utc>>,
 }
@@ -42,7 +41,7 @@ impl StartOptions {
     pub fn new(name: impl Into<String>, input: &impl Serialize) -> Result<Self> {
         Ok(Self {
             name: name.into(),
-            input: serde_json::to_value(input)?,
+            input: Payload::new(input)?,
             instance_id: None,
             start_at: None,
         })
@@ -56,7 +55,7 @@ impl StartOptions {
     pub fn from_json(name: impl Into<String>, input: &str) -> Result<Self> {
         Ok(Self {
             name: name.into(),
-            input: serde_json::from_str(input)?,
+            input: Payload::from_text(input)?,
             instance_id: None,
             start_at: None,
         })
@@ -224,7 +223,7 @@ impl Client {
     ) -> Result<()> {
         let event = HistoryEvent::EventRaised {
             name: name.into(),
-            data: serde_json::to_value(data)?,
+            data: Payload::new(data)?,
         };
         self.send(instance_id, event, "raise an event to").await
     }
@@ -265,7 +264,7 @@ impl Client {
         let name = name.into();
         let event = HistoryEvent::EventRaised {
             name: name.clone(),
-            data: serde_json::to_value(data)?,
+            data: Payload::new(data)?,
         };
         let outcome = self
             .store

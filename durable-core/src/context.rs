@@ -26,7 +26,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::{FailureDetails, HistoryEvent, InstanceId, OrchestrationError, Payload, RetryPolicy};
 
@@ -88,7 +87,7 @@ pub(crate) enum Action {
     Activity {
         id: u64,
         name: String,
-        input: Value,
+        input: Payload,
     },
     Timer {
         id: u64,
@@ -98,7 +97,7 @@ pub(crate) enum Action {
         id: u64,
         name: String,
         instance_id: InstanceId,
-        input: Value,
+        input: Payload,
     },
 }
 
@@ -164,7 +163,7 @@ enum TaskKind {
 #[derive(Debug)]
 struct Waiter {
     name: String,
-    delivered: Option<Value>,
+    delivered: Option<Payload>,
     waker: Option<Waker>,
 }
 
@@ -181,9 +180,9 @@ pub(crate) struct State {
     pub(crate) expected: BTreeMap<u64, HistoryEvent>,
     /// Tasks scheduled and not yet completed.
     open_tasks: HashSet<u64>,
-    results: HashMap<u64, Result<Value, FailureDetails>>,
+    results: HashMap<u64, Result<Payload, FailureDetails>>,
     wakers: HashMap<u64, Waker>,
-    buffered_events: HashMap<String, VecDeque<Value>>,
+    buffered_events: HashMap<String, VecDeque<Payload>>,
     waiters: BTreeMap<u64, Waiter>,
     next_waiter_id: u64,
     pub(crate) actions: Vec<Action>,
@@ -193,7 +192,7 @@ pub(crate) struct State {
     persisted_emits: u64,
     pub(crate) emits: Vec<PendingEmit>,
     guid_counter: u64,
-    pub(crate) continue_as_new: Option<Value>,
+    pub(crate) continue_as_new: Option<Payload>,
     pub(crate) fatal: Option<FailureDetails>,
 }
 
@@ -227,7 +226,7 @@ impl State {
     }
 
     /// Delivers a task result; false if no open task has this id.
-    pub(crate) fn complete_task(&mut self, id: u64, result: Result<Value, FailureDetails>) -> bool {
+    pub(crate) fn complete_task(&mut self, id: u64, result: Result<Payload, FailureDetails>) -> bool {
         if !self.open_tasks.remove(&id) {
             return false;
         }
@@ -238,7 +237,7 @@ impl State {
         true
     }
 
-    pub(crate) fn raise_event(&mut self, name: String, data: Value) {
+    pub(crate) fn raise_event(&mut self, name: String, data: Payload) {
         let waiter = self
             .waiters
             .values_mut()
@@ -385,13 +384,13 @@ impl OrchestrationContext {
         input: &impl Serialize,
     ) -> DurableFuture<T> {
         let name = name.into();
-        match to_value(input, || format!("input of activity '{name}'")) {
+        match to_payload(input, || format!("input of activity '{name}'")) {
             Ok(input) => self.call_activity_value(name, input),
             Err(e) => DurableFuture::ready(self.clone(), Err(e)),
         }
     }
 
-    fn call_activity_value<T: DeserializeOwned>(&self, name: String, input: Value) -> DurableFuture<T> {
+    fn call_activity_value<T: DeserializeOwned>(&self, name: String, input: Payload) -> DurableFuture<T> {
         let id = self.lock().schedule(Action::Activity {
             id: 0,
             name: name.clone(),
@@ -410,7 +409,7 @@ impl OrchestrationContext {
     ) -> impl Future<Output = Result<T, OrchestrationError>> + Send + 'static {
         let ctx = self.clone();
         let name = name.into();
-        let input = to_value(input, || format!("input of activity '{name}'"));
+        let input = to_payload(input, || format!("input of activity '{name}'"));
         async move {
             let input = input?;
             let started = ctx.current_utc_datetime();
@@ -532,7 +531,7 @@ impl OrchestrationContext {
         input: &impl Serialize,
     ) -> DurableFuture<T> {
         let name = name.into();
-        let input = match to_value(input, || format!("input of sub-orchestration '{name}'")) {
+        let input = match to_payload(input, || format!("input of sub-orchestration '{name}'")) {
             Ok(v) => v,
             Err(e) => return DurableFuture::ready(self.clone(), Err(e)),
         };
@@ -552,7 +551,7 @@ impl OrchestrationContext {
     /// `return ctx.continue_as_new(&next).await;`
     pub fn continue_as_new<T>(&self, input: &impl Serialize) -> ContinueAsNew<T> {
         let mut state = self.lock();
-        match serde_json::to_value(input) {
+        match Payload::new(input) {
             Ok(v) => state.continue_as_new = Some(v),
             Err(e) => {
                 if state.fatal.is_none() {
@@ -649,8 +648,8 @@ impl OrchestrationContext {
     }
 }
 
-fn to_value(value: &impl Serialize, what: impl FnOnce() -> String) -> Result<Value, OrchestrationError> {
-    serde_json::to_value(value).map_err(|e| OrchestrationError::Serialization {
+fn to_payload(value: &impl Serialize, what: impl FnOnce() -> String) -> Result<Payload, OrchestrationError> {
+    Payload::new(value).map_err(|e| OrchestrationError::Serialization {
         what: what(),
         message: e.to_string(),
     })
@@ -681,7 +680,7 @@ enum Source {
         name: String,
     },
     Ready {
-        result: Option<Result<Value, OrchestrationError>>,
+        result: Option<Result<Payload, OrchestrationError>>,
         what: String,
     },
 }
@@ -705,7 +704,7 @@ impl<T> DurableFuture<T> {
         }
     }
 
-    fn ready(ctx: OrchestrationContext, result: Result<Value, OrchestrationError>) -> Self {
+    fn ready(ctx: OrchestrationContext, result: Result<Payload, OrchestrationError>) -> Self {
         Self {
             ctx,
             source: Source::Ready {
@@ -724,8 +723,8 @@ impl<T> DurableFuture<T> {
     }
 }
 
-fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, OrchestrationError> {
-    serde_json::from_value(value).map_err(|e| OrchestrationError::Deserialization {
+fn decode<T: DeserializeOwned>(value: Payload, what: &str) -> Result<T, OrchestrationError> {
+    value.parse().map_err(|e| OrchestrationError::Deserialization {
         what: what.to_owned(),
         message: e.to_string(),
     })

@@ -10,10 +10,10 @@
 //! long stream never slows replay.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{de, Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::InstanceId;
+use crate::{InstanceId, Payload};
 
 /// Why an orchestration, an activity or a sub-orchestration failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +60,10 @@ pub struct ParentInstance {
 }
 
 /// One event of an orchestration's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// It is stored as a JSON object whose `type` names the variant, beside
+/// the variant's fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type")]
 #[non_exhaustive]
 pub enum HistoryEvent {
@@ -71,7 +74,7 @@ pub enum HistoryEvent {
         /// The execution id (new for every continue-as-new).
         execution_id: String,
         /// The input as JSON.
-        input: Value,
+        input: Payload,
         /// The parent, for a sub-orchestration.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         parent: Option<ParentInstance>,
@@ -88,14 +91,14 @@ pub enum HistoryEvent {
         /// The activity name.
         name: String,
         /// The input as JSON.
-        input: Value,
+        input: Payload,
     },
     /// An activity returned a result.
     ActivityCompleted {
         /// The task id of the activity.
         id: u64,
         /// The result as JSON.
-        result: Value,
+        result: Payload,
     },
     /// An activity returned an error.
     ActivityFailed {
@@ -127,14 +130,14 @@ pub enum HistoryEvent {
         /// The sub-orchestration's instance id.
         instance_id: InstanceId,
         /// The input as JSON.
-        input: Value,
+        input: Payload,
     },
     /// A sub-orchestration completed.
     SubOrchestrationCompleted {
         /// The task id of the sub-orchestration.
         id: u64,
         /// Its output as JSON.
-        result: Value,
+        result: Payload,
     },
     /// A sub-orchestration failed.
     SubOrchestrationFailed {
@@ -148,7 +151,7 @@ pub enum HistoryEvent {
         /// The event name.
         name: String,
         /// The event data as JSON.
-        data: Value,
+        data: Payload,
     },
     /// A client suspended the instance.
     ExecutionSuspended {
@@ -171,7 +174,7 @@ pub enum HistoryEvent {
     /// The execution completed with an output.
     ExecutionCompleted {
         /// The output as JSON.
-        output: Value,
+        output: Payload,
     },
     /// The execution failed.
     ExecutionFailed {
@@ -181,7 +184,7 @@ pub enum HistoryEvent {
     /// The execution ended by continuing as new with this input.
     ContinuedAsNew {
         /// The input of the next execution.
-        input: Value,
+        input: Payload,
     },
 }
 
@@ -231,33 +234,275 @@ impl HistoryEvent {
     }
 }
 
+impl<'de> Deserialize<'de> for HistoryEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Stored::deserialize(deserializer)?.into_event()
+    }
+}
+
+/// A [`HistoryEvent`] as stored, read field by field. serde reads an
+/// internally tagged enum by buffering its fields first, which a
+/// [`Payload`] (raw JSON text) cannot be read from; a plain struct reads
+/// each field straight from the JSON.
+#[derive(Deserialize)]
+struct Stored {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<u64>,
+    name: Option<String>,
+    execution_id: Option<String>,
+    instance_id: Option<InstanceId>,
+    #[serde(default, deserialize_with = "some_payload")]
+    input: Option<Payload>,
+    #[serde(default, deserialize_with = "some_payload")]
+    result: Option<Payload>,
+    #[serde(default, deserialize_with = "some_payload")]
+    data: Option<Payload>,
+    #[serde(default, deserialize_with = "some_payload")]
+    output: Option<Payload>,
+    parent: Option<ParentInstance>,
+    timestamp: Option<DateTime<Utc>>,
+    fire_at: Option<DateTime<Utc>>,
+    failure: Option<FailureDetails>,
+    reason: Option<String>,
+}
+
+/// A payload field that is present, `null` included.
+fn some_payload<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Payload>, D::Error> {
+    Payload::deserialize(deserializer).map(Some)
+}
+
+/// Field `name` of a stored event, which its variant requires.
+fn field<T, E: de::Error>(value: Option<T>, name: &'static str) -> Result<T, E> {
+    value.ok_or_else(|| E::missing_field(name))
+}
+
+impl Stored {
+    const KINDS: &'static [&'static str] = &[
+        "ExecutionStarted",
+        "OrchestratorStarted",
+        "ActivityScheduled",
+        "ActivityCompleted",
+        "ActivityFailed",
+        "TimerCreated",
+        "TimerFired",
+        "SubOrchestrationScheduled",
+        "SubOrchestrationCompleted",
+        "SubOrchestrationFailed",
+        "EventRaised",
+        "ExecutionSuspended",
+        "ExecutionResumed",
+        "ExecutionTerminated",
+        "ExecutionCompleted",
+        "ExecutionFailed",
+        "ContinuedAsNew",
+    ];
+
+    fn into_event<E: de::Error>(self) -> Result<HistoryEvent, E> {
+        use HistoryEvent as H;
+        let Self {
+            kind,
+            id,
+            name,
+            execution_id,
+            instance_id,
+            input,
+            result,
+            data,
+            output,
+            parent,
+            timestamp,
+            fire_at,
+            failure,
+            reason,
+        } = self;
+        Ok(match kind.as_str() {
+            "ExecutionStarted" => H::ExecutionStarted {
+                name: field(name, "name")?,
+                execution_id: field(execution_id, "execution_id")?,
+                input: field(input, "input")?,
+                parent,
+            },
+            "OrchestratorStarted" => H::OrchestratorStarted {
+                timestamp: field(timestamp, "timestamp")?,
+            },
+            "ActivityScheduled" => H::ActivityScheduled {
+                id: field(id, "id")?,
+                name: field(name, "name")?,
+                input: field(input, "input")?,
+            },
+            "ActivityCompleted" => H::ActivityCompleted {
+                id: field(id, "id")?,
+                result: field(result, "result")?,
+            },
+            "ActivityFailed" => H::ActivityFailed {
+                id: field(id, "id")?,
+                failure: field(failure, "failure")?,
+            },
+            "TimerCreated" => H::TimerCreated {
+                id: field(id, "id")?,
+                fire_at: field(fire_at, "fire_at")?,
+            },
+            "TimerFired" => H::TimerFired {
+                id: field(id, "id")?,
+                fire_at: field(fire_at, "fire_at")?,
+            },
+            "SubOrchestrationScheduled" => H::SubOrchestrationScheduled {
+                id: field(id, "id")?,
+                name: field(name, "name")?,
+                instance_id: field(instance_id, "instance_id")?,
+                input: field(input, "input")?,
+            },
+            "SubOrchestrationCompleted" => H::SubOrchestrationCompleted {
+                id: field(id, "id")?,
+                result: field(result, "result")?,
+            },
+            "SubOrchestrationFailed" => H::SubOrchestrationFailed {
+                id: field(id, "id")?,
+                failure: field(failure, "failure")?,
+            },
+            "EventRaised" => H::EventRaised {
+                name: field(name, "name")?,
+                data: field(data, "data")?,
+            },
+            "ExecutionSuspended" => H::ExecutionSuspended { reason },
+            "ExecutionResumed" => H::ExecutionResumed { reason },
+            "ExecutionTerminated" => H::ExecutionTerminated { reason },
+            "ExecutionCompleted" => H::ExecutionCompleted {
+                output: field(output, "output")?,
+            },
+            "ExecutionFailed" => H::ExecutionFailed {
+                failure: field(failure, "failure")?,
+            },
+            "ContinuedAsNew" => H::ContinuedAsNew {
+                input: field(input, "input")?,
+            },
+            other => return Err(E::unknown_variant(other, Self::KINDS)),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn history_events_round_trip_through_json() {
-        let events = vec![
+    fn every_kind() -> Vec<HistoryEvent> {
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let payload = |text: &str| Payload::from_text(text).unwrap();
+        let failure = FailureDetails::new("Boom", "it broke");
+        vec![
             HistoryEvent::ExecutionStarted {
                 name: "hello".into(),
                 execution_id: "e1".into(),
-                input: serde_json::json!(["Tokyo"]),
+                input: payload(r#"["Tokyo"]"#),
+                parent: Some(ParentInstance {
+                    instance_id: InstanceId::new("parent").unwrap(),
+                    execution_id: "p1".into(),
+                    task_id: 4,
+                }),
+            },
+            HistoryEvent::ExecutionStarted {
+                name: "hello".into(),
+                execution_id: "e1".into(),
+                input: payload("null"),
                 parent: None,
             },
+            HistoryEvent::OrchestratorStarted { timestamp: at },
             HistoryEvent::ActivityScheduled {
                 id: 0,
                 name: "say_hello".into(),
-                input: serde_json::json!("Tokyo"),
+                input: payload(r#"{"city":"Tokyo","n":[1,2.5,null]}"#),
+            },
+            HistoryEvent::ActivityCompleted {
+                id: 0,
+                result: payload(r#""Hello, Tokyo!""#),
             },
             HistoryEvent::ActivityFailed {
-                id: 0,
-                failure: FailureDetails::new("Boom", "it broke"),
+                id: 1,
+                failure: failure.clone(),
             },
+            HistoryEvent::TimerCreated { id: 2, fire_at: at },
+            HistoryEvent::TimerFired { id: 2, fire_at: at },
+            HistoryEvent::SubOrchestrationScheduled {
+                id: 3,
+                name: "child".into(),
+                instance_id: InstanceId::new("child-1").unwrap(),
+                input: payload("7"),
+            },
+            HistoryEvent::SubOrchestrationCompleted {
+                id: 3,
+                result: payload("true"),
+            },
+            HistoryEvent::SubOrchestrationFailed {
+                id: 4,
+                failure: failure.clone(),
+            },
+            HistoryEvent::EventRaised {
+                name: "approval".into(),
+                data: payload(r#"{"ok":false}"#),
+            },
+            HistoryEvent::ExecutionSuspended {
+                reason: Some("pause".into()),
+            },
+            HistoryEvent::ExecutionResumed { reason: None },
             HistoryEvent::ExecutionTerminated { reason: None },
-        ];
+            HistoryEvent::ExecutionCompleted {
+                output: payload("[]"),
+            },
+            HistoryEvent::ExecutionFailed { failure },
+            HistoryEvent::ContinuedAsNew { input: payload("{}") },
+        ]
+    }
+
+    #[test]
+    fn history_events_round_trip_through_json() {
+        let events = every_kind();
         let json = serde_json::to_string(&events).unwrap();
         let back: Vec<HistoryEvent> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, events);
+        // Read from a parsed value too, payloads and all.
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let back: Vec<HistoryEvent> = serde_json::from_value(value).unwrap();
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn a_stored_event_is_read_as_written() {
+        let text = r#"{"type":"ActivityScheduled","id":5,"name":"a","input":{"b": [1, 2]}}"#;
+        let event: HistoryEvent = serde_json::from_str(text).unwrap();
+        let HistoryEvent::ActivityScheduled { id, name, input } = &event else {
+            panic!("read as {event:?}");
+        };
+        assert_eq!((*id, name.as_str(), input.as_str()), (5, "a", r#"{"b": [1, 2]}"#));
+        // Fields the variant does not have are ignored, as before.
+        let text = r#"{"extra":1,"type":"ExecutionResumed"}"#;
+        let event: HistoryEvent = serde_json::from_str(text).unwrap();
+        assert_eq!(event, HistoryEvent::ExecutionResumed { reason: None });
+    }
+
+    #[test]
+    fn a_stored_event_without_its_fields_or_of_an_unknown_type_is_refused() {
+        for (text, error) in [
+            (
+                r#"{"type":"ActivityScheduled","id":5,"name":"a"}"#,
+                "missing field `input`",
+            ),
+            (r#"{"type":"ActivityCompleted","result":1}"#, "missing field `id`"),
+            (r#"{"type":"TimerFired","id":1}"#, "missing field `fire_at`"),
+            (r#"{"type":"Exploded","id":1}"#, "unknown variant `Exploded`"),
+            (r#"{"id":1,"result":2}"#, "missing field `type`"),
+            (
+                r#"{"type":"ActivityCompleted","id":1,"result":}"#,
+                "expected value",
+            ),
+        ] {
+            let err = serde_json::from_str::<HistoryEvent>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(error), "{text}: {err}");
+        }
     }
 
     #[test]
@@ -265,13 +510,13 @@ mod tests {
         let ev = HistoryEvent::ActivityScheduled {
             id: 3,
             name: "charge".into(),
-            input: Value::Null,
+            input: Payload::null(),
         };
         assert_eq!(ev.describe(), "activity 'charge' (task 3)");
         assert_eq!(
             HistoryEvent::EventRaised {
                 name: "x".into(),
-                data: Value::Null
+                data: Payload::null()
             }
             .describe(),
             "EventRaised"

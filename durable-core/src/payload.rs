@@ -52,6 +52,11 @@ impl Payload {
         RawValue::from_string(text.into()).map(|raw| Self(Arc::from(raw)))
     }
 
+    /// The payload `null`.
+    pub fn null() -> Self {
+        Self(Arc::from(RawValue::NULL.to_owned()))
+    }
+
     /// The JSON text.
     pub fn as_str(&self) -> &str {
         self.0.get()
@@ -115,6 +120,9 @@ mod tests {
         let read = Payload::from_text(r#"{"b": 1}"#).unwrap();
         assert_eq!(read.as_str(), r#"{"b": 1}"#);
         assert_ne!(read, Payload::new(&json!({ "b": 1 })).unwrap());
+        // Whitespace around the value is not part of it.
+        assert_eq!(Payload::from_text(" [1]\n").unwrap().as_str(), "[1]");
+        assert_eq!(Payload::null().as_str(), "null");
     }
 
     #[test]

@@ -9,15 +9,17 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::{Error, FailureDetails, InstanceId, OrchestrationContext};
+use crate::{Error, FailureDetails, InstanceId, OrchestrationContext, Payload};
 
 pub(crate) type OrchestrationFn = Arc<
-    dyn Fn(OrchestrationContext, Value) -> BoxFuture<'static, Result<Value, FailureDetails>> + Send + Sync,
+    dyn Fn(OrchestrationContext, Payload) -> BoxFuture<'static, Result<Payload, FailureDetails>>
+        + Send
+        + Sync,
 >;
-pub(crate) type ActivityFn =
-    Arc<dyn Fn(ActivityContext, Value) -> BoxFuture<'static, Result<Value, FailureDetails>> + Send + Sync>;
+pub(crate) type ActivityFn = Arc<
+    dyn Fn(ActivityContext, Payload) -> BoxFuture<'static, Result<Payload, FailureDetails>> + Send + Sync,
+>;
 
 /// What an activity knows about the call it serves.
 #[derive(Debug, Clone)]
@@ -106,10 +108,11 @@ impl Registry {
             let f = f.clone();
             let name = label.clone();
             async move {
-                let input: I =
-                    serde_json::from_value(input).map_err(|e| invalid_input("orchestration", &name, e))?;
+                let input: I = input
+                    .parse()
+                    .map_err(|e| invalid_input("orchestration", &name, e))?;
                 let output = f(ctx, input).await.map_err(|e| FailureDetails::from_error(&e))?;
-                serde_json::to_value(&output).map_err(|e| invalid_output("orchestration", &name, e))
+                Payload::new(&output).map_err(|e| invalid_output("orchestration", &name, e))
             }
             .boxed()
         });
@@ -136,10 +139,9 @@ impl Registry {
             let f = f.clone();
             let name = label.clone();
             async move {
-                let input: I =
-                    serde_json::from_value(input).map_err(|e| invalid_input("activity", &name, e))?;
+                let input: I = input.parse().map_err(|e| invalid_input("activity", &name, e))?;
                 let output = f(ctx, input).await.map_err(|e| FailureDetails::from_error(&e))?;
-                serde_json::to_value(&output).map_err(|e| invalid_output("activity", &name, e))
+                Payload::new(&output).map_err(|e| invalid_output("activity", &name, e))
             }
             .boxed()
         });

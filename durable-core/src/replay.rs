@@ -14,7 +14,6 @@ use std::task::{Context, Poll, Waker};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde_json::Value;
 
 use crate::context::{Action, Limits};
 use crate::store::{
@@ -22,15 +21,16 @@ use crate::store::{
     NewInstance, NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
 };
 use crate::{
-    FailureDetails, HistoryEvent, InstanceId, OrchestrationContext, ParentInstance, Registry, RuntimeStatus,
+    FailureDetails, HistoryEvent, InstanceId, OrchestrationContext, ParentInstance, Payload, Registry,
+    RuntimeStatus,
 };
 
 /// How an execution ended.
 #[derive(Debug, Clone)]
 pub(crate) enum Outcome {
-    Completed(Value),
+    Completed(Payload),
     Failed(FailureDetails),
-    ContinuedAsNew(Value),
+    ContinuedAsNew(Payload),
     Terminated(Option<String>),
 }
 
@@ -38,7 +38,7 @@ pub(crate) enum Outcome {
 pub(crate) struct Runner {
     registry: Arc<Registry>,
     ctx: OrchestrationContext,
-    future: Option<BoxFuture<'static, Result<Value, FailureDetails>>>,
+    future: Option<BoxFuture<'static, Result<Payload, FailureDetails>>>,
     started: bool,
     parent: Option<ParentInstance>,
     pub(crate) outcome: Option<Outcome>,
@@ -149,7 +149,7 @@ impl Runner {
             | HistoryEvent::SubOrchestrationFailed { id, failure } => {
                 self.ctx.lock().complete_task(*id, Err(failure.clone()))
             }
-            HistoryEvent::TimerFired { id, .. } => self.ctx.lock().complete_task(*id, Ok(Value::Null)),
+            HistoryEvent::TimerFired { id, .. } => self.ctx.lock().complete_task(*id, Ok(Payload::null())),
             HistoryEvent::EventRaised { name, data } => {
                 self.ctx.lock().raise_event(name.clone(), data.clone());
                 true
@@ -177,7 +177,7 @@ impl Runner {
         delivered
     }
 
-    fn start(&mut self, name: String, execution_id: String, input: Value, parent: Option<ParentInstance>) {
+    fn start(&mut self, name: String, execution_id: String, input: Payload, parent: Option<ParentInstance>) {
         {
             let mut state = self.ctx.lock();
             state.name = name.clone();
@@ -540,7 +540,8 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
         }
         Some(Outcome::Terminated(reason)) => {
             update.status = RuntimeStatus::Terminated;
-            update.output = Some(reason.clone().map_or(Value::Null, Value::String));
+            // The reason as a JSON string, or null (neither can fail).
+            update.output = Some(Payload::new(&reason).unwrap_or_else(|_| Payload::null()));
             commit
                 .messages
                 .extend(parent_result(HistoryEvent::SubOrchestrationFailed {
@@ -647,7 +648,6 @@ pub(crate) fn merge_turns(earlier: &mut TurnCommit, later: TurnCommit) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
 
     use super::*;
 
@@ -663,14 +663,14 @@ mod tests {
         NewActivity {
             key: key(task_id),
             name: "work".into(),
-            input: json!(task_id),
+            input: Payload::new(&task_id).unwrap(),
         }
     }
 
     fn completed(task_id: u64) -> HistoryEvent {
         HistoryEvent::ActivityCompleted {
             id: task_id,
-            result: json!(task_id),
+            result: Payload::new(&task_id).unwrap(),
         }
     }
 

@@ -16,7 +16,7 @@ use durable_core::store::{
     ActivityCompletion, ActivityKey, CommitBatch, NewActivity, PostgresStore, PostgresStoreOptions,
     SqliteStore, Store, TurnCommit, TurnOutcome,
 };
-use durable_core::{HistoryEvent, InstanceQuery, StoreError};
+use durable_core::{HistoryEvent, InstanceQuery, Payload, StoreError};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -836,7 +836,7 @@ async fn a_result_is_delivered_only_while_its_work_item_exists(b: &Backend) {
         turn.activities.push(NewActivity {
             key: key(task_id),
             name: "double".into(),
-            input: json!(task_id),
+            input: Payload::new(&task_id).unwrap(),
         });
         turn.claim_activities = true;
         turn
@@ -852,7 +852,7 @@ async fn a_result_is_delivered_only_while_its_work_item_exists(b: &Backend) {
         key: key(task_id),
         event: HistoryEvent::ActivityCompleted {
             id: task_id,
-            result: json!(task_id * 10),
+            result: Payload::new(&(task_id * 10)).unwrap(),
         },
     };
     let results = |completions| CommitBatch {

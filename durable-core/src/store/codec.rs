@@ -66,13 +66,13 @@ pub(crate) fn message_event(text: &str, id: i64) -> HistoryEvent {
 
 /// The input of a stored activity work item, or why it cannot be read
 /// (the item then fails instead of stranding the items fetched with it).
-pub(crate) fn activity_input(text: &str) -> (Value, Option<String>) {
-    match serde_json::from_str(text) {
+pub(crate) fn activity_input(text: &str) -> (Payload, Option<String>) {
+    match Payload::from_text(text) {
         Ok(input) => (input, None),
         Err(e) => {
             let shown: String = text.chars().take(500).collect();
             (
-                Value::Null,
+                Payload::null(),
                 Some(format!("the stored input cannot be read: {e}; it holds {shown}")),
             )
         }

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde_json::Value;
 
 pub use notify::{ChangeFeed, InstanceFeed, OfferTaker, Position, Recently};
 #[cfg(feature = "postgres")]
@@ -65,7 +64,7 @@ pub struct NewInstance {
     /// The execution id of the first execution.
     pub execution_id: String,
     /// The input.
-    pub input: Value,
+    pub input: Payload,
     /// The parent, for a sub-orchestration.
     pub parent: Option<ParentInstance>,
     /// When the first turn may run.
@@ -216,11 +215,11 @@ pub struct InstanceUpdate {
     /// The current execution id.
     pub execution_id: String,
     /// The input of the current execution (set when an execution starts).
-    pub input: Option<Value>,
+    pub input: Option<Payload>,
     /// The custom status as JSON text.
     pub custom_status: Option<String>,
     /// The output, once terminal.
-    pub output: Option<Value>,
+    pub output: Option<Payload>,
     /// The failure, once failed.
     pub failure: Option<FailureDetails>,
     /// The number of history events after the turn.
@@ -250,7 +249,7 @@ pub struct NewActivity {
     /// The activity name.
     pub name: String,
     /// The input.
-    pub input: Value,
+    pub input: Payload,
 }
 
 /// An activity claimed by a worker.
@@ -261,7 +260,7 @@ pub struct ActivityWorkItem {
     /// The activity name.
     pub name: String,
     /// The input.
-    pub input: Value,
+    pub input: Payload,
     /// How many times the item has been claimed, this claim included.
     pub attempt: u32,
     /// Why the stored input could not be read (written by another version,
