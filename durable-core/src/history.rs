@@ -267,9 +267,10 @@ struct Stored {
     reason: Option<String>,
 }
 
-/// A payload field that is present, `null` included.
+/// A payload field that is present, `null` included. The runtime wrote
+/// it, having checked it when it was made.
 fn some_payload<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Payload>, D::Error> {
-    Payload::deserialize(deserializer).map(Some)
+    Payload::deserialize_stored(deserializer).map(Some)
 }
 
 /// Field `name` of a stored event, which its variant requires.

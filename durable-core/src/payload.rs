@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -43,13 +43,32 @@ impl Payload {
         serde_json::value::to_raw_value(value).map(|raw| Self(Arc::from(raw)))
     }
 
-    /// The payload written as `text`, which must be one JSON value.
+    /// The payload written as `text`, which must be one JSON value that a
+    /// [`serde_json::Value`] can hold: numbers within the range of `f64`
+    /// (`1e400` is refused) and nesting within serde_json's limit of 128.
     ///
     /// # Errors
     ///
-    /// If `text` is not valid JSON.
+    /// If `text` is not such a JSON value.
     pub fn from_text(text: impl Into<String>) -> serde_json::Result<Self> {
-        RawValue::from_string(text.into()).map(|raw| Self(Arc::from(raw)))
+        let text = text.into();
+        check(&text)?;
+        Self::stored(text)
+    }
+
+    /// A payload the runtime wrote itself (read back from its database),
+    /// checked when it was made: only its syntax is checked again.
+    pub(crate) fn stored(text: String) -> serde_json::Result<Self> {
+        RawValue::from_string(text).map(Self::from_raw)
+    }
+
+    fn from_raw(raw: Box<RawValue>) -> Self {
+        Self(Arc::from(raw))
+    }
+
+    /// Reads a payload the runtime wrote itself, as [`Payload::stored`].
+    pub(crate) fn deserialize_stored<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Self::from_raw)
     }
 
     /// The payload `null`.
@@ -100,9 +119,80 @@ impl Serialize for Payload {
     }
 }
 
+/// Read as [`Payload::from_text`] reads its text.
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(deserializer).map(|raw| Self(Arc::from(raw)))
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        check(raw.get()).map_err(de::Error::custom)?;
+        Ok(Self::from_raw(raw))
+    }
+}
+
+/// Checks that `text` is one JSON value that a [`serde_json::Value`] can
+/// hold, without building one. A payload that could not be read back
+/// into a `Value` would fail every later read of what holds it (an
+/// instance's input or output, say).
+fn check(text: &str) -> serde_json::Result<()> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.deserialize_any(Readable)?;
+    deserializer.end()
+}
+
+/// Visits a JSON value as [`serde_json::Value`] reads it, keeping nothing.
+struct Readable;
+
+impl<'de> Visitor<'de> for Readable {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(ReadableSeed)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(ReadableSeed)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Readable`] as a seed, for the elements of arrays and objects.
+struct ReadableSeed;
+
+impl<'de> de::DeserializeSeed<'de> for ReadableSeed {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(Readable)
     }
 }
 
@@ -129,6 +219,28 @@ mod tests {
     fn refuses_text_that_is_not_one_json_value() {
         for text in ["", "{", "1 2", "nul", "\"unterminated"] {
             assert!(Payload::from_text(text).is_err(), "{text:?} was taken");
+        }
+    }
+
+    #[test]
+    fn refuses_text_a_value_cannot_hold_which_raw_json_would_take() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for text in ["1e400", r#"{"a":[1,-1e999]}"#, deep.as_str()] {
+            // serde_json's raw text takes it; a Value does not.
+            assert!(serde_json::from_str::<Box<RawValue>>(text).is_ok(), "{text:?}");
+            assert!(serde_json::from_str::<Value>(text).is_err(), "{text:?}");
+            assert!(Payload::from_text(text).is_err(), "{text:?} was taken");
+            let inside = format!(r#"{{"p":{text}}}"#);
+            let read = serde_json::from_str::<std::collections::HashMap<String, Payload>>(&inside);
+            assert!(read.is_err(), "{text:?} was read");
+        }
+        // What a Value holds is taken, big integers (read as f64) included.
+        for text in [
+            "18446744073709551616",
+            "-0.0",
+            r#"{"a":{"b":[null,true,"\u00e9"]}}"#,
+        ] {
+            assert_eq!(Payload::from_text(text).unwrap().as_str(), text);
         }
     }
 

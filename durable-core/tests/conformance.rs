@@ -144,6 +144,7 @@ conformance!(
     an_event_raised_once_is_taken_once,
     starts_at_once_create_each_instance_once,
     a_result_is_delivered_only_while_its_work_item_exists,
+    payloads_come_back_as_written,
 );
 
 // ---------------------------------------------------------------------------
@@ -223,8 +224,26 @@ async fn answer_then_wait(ctx: OrchestrationContext, _: ()) -> Result<(), Orches
     ctx.wait_for_external_event::<()>("never").await
 }
 
+/// Emits its input, the input back from an activity and the data of an
+/// event it waits for, and returns that data: every one a payload passed
+/// through as it came.
+async fn echo(ctx: OrchestrationContext, input: Payload) -> Result<Payload, OrchestrationError> {
+    ctx.emit_event("input", &input)?;
+    let back: Payload = ctx.call_activity("same", &input).await?;
+    ctx.emit_event("activity", &back)?;
+    let more: Payload = ctx.wait_for_external_event("more").await?;
+    ctx.emit_event("raised", &more)?;
+    Ok(more)
+}
+
+async fn same(_ctx: ActivityContext, input: Payload) -> Result<Payload, Infallible> {
+    Ok(input)
+}
+
 fn registry() -> Registry {
     Registry::new()
+        .orchestration("echo", echo)
+        .activity("same", same)
         .orchestration("answer_then_wait", answer_then_wait)
         .orchestration("steps", steps)
         .orchestration("waiter", waiter)
@@ -260,6 +279,55 @@ async fn activities_timers_and_stream(b: &Backend) {
     let events = common::read_all(&client, &id, 100).await;
     assert_eq!(summary(&events), steps_stream(5));
     assert_eq!(client.get_instance(&id).await.unwrap().unwrap().stream_len, 5);
+    worker.shutdown().await.unwrap();
+}
+
+/// A payload's text is what every reader gets, as it was made: its
+/// spacing, a number a float cannot hold exactly, an escape. Through the
+/// start, an activity and a raised event, in the stream live and read
+/// back, and after the orchestration was replayed from its stored
+/// history (no cache: the wait for the event ends its turn).
+async fn payloads_come_back_as_written(b: &Backend) {
+    const INPUT: &str = r#"{ "big": 18446744073709551616, "x" : [1.0, -0.0, "\u00e9\n"] }"#;
+    const RAISED: &str = r#"[ 1e300 , {"k":"v"} ]"#;
+    let worker = start(&b.store, WorkerOptions::new().cache_capacity(0));
+    let client = Client::new(b.store.clone());
+    let id = client
+        .start_with(StartOptions::from_json("echo", INPUT).unwrap())
+        .await
+        .unwrap();
+    let mut live = Box::pin(client.watch_events(&id, 0));
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(WAIT, live.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        texts.push((event.name, event.payload.as_str().to_owned()));
+    }
+    client
+        .raise_event(&id, "more", &Payload::from_text(RAISED).unwrap())
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(WAIT, live.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    texts.push((event.name, event.payload.as_str().to_owned()));
+    let expected = [("input", INPUT), ("activity", INPUT), ("raised", RAISED)]
+        .map(|(name, text)| (name.to_owned(), text.to_owned()));
+    assert_eq!(texts, expected, "live");
+    let meta = wait_done(&client, &id).await;
+    assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
+    assert_eq!(meta.output, Some(json!([1e300, { "k": "v" }])));
+    let stored: Vec<(String, String)> = common::read_all(&client, &id, 100)
+        .await
+        .into_iter()
+        .map(|e| (e.name, e.payload.as_str().to_owned()))
+        .collect();
+    assert_eq!(stored, expected, "read back");
     worker.shutdown().await.unwrap();
 }
 

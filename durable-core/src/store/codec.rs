@@ -67,7 +67,7 @@ pub(crate) fn message_event(text: &str, id: i64) -> HistoryEvent {
 /// The input of a stored activity work item, or why it cannot be read
 /// (the item then fails instead of stranding the items fetched with it).
 pub(crate) fn activity_input(text: &str) -> (Payload, Option<String>) {
-    match Payload::from_text(text) {
+    match Payload::stored(text.to_owned()) {
         Ok(input) => (input, None),
         Err(e) => {
             let shown: String = text.chars().take(500).collect();
@@ -224,7 +224,7 @@ pub(crate) fn stream_event_of(instance_id: &InstanceId, row: &impl Columns) -> S
         instance_id: instance_id.clone(),
         seq: u64_of(row.int("seq")?),
         name: row.text("name")?,
-        payload: Payload::from_text(row.text("payload")?)
+        payload: Payload::stored(row.text("payload")?)
             .map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?,
         emitted_at: from_ms(row.int("emitted_at")?),
         execution_id: row.text("execution_id")?,
