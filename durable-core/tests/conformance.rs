@@ -297,25 +297,12 @@ async fn payloads_come_back_as_written(b: &Backend) {
         .await
         .unwrap();
     let mut live = Box::pin(client.watch_events(&id, 0));
-    let mut texts = Vec::new();
-    for _ in 0..2 {
-        let event = tokio::time::timeout(WAIT, live.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        texts.push((event.name, event.payload.as_str().to_owned()));
-    }
+    let mut texts = vec![next_text(&mut live).await, next_text(&mut live).await];
     client
         .raise_event(&id, "more", &Payload::from_text(RAISED).unwrap())
         .await
         .unwrap();
-    let event = tokio::time::timeout(WAIT, live.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    texts.push((event.name, event.payload.as_str().to_owned()));
+    texts.push(next_text(&mut live).await);
     let expected = [("input", INPUT), ("activity", INPUT), ("raised", RAISED)]
         .map(|(name, text)| (name.to_owned(), text.to_owned()));
     assert_eq!(texts, expected, "live");
@@ -329,6 +316,19 @@ async fn payloads_come_back_as_written(b: &Backend) {
         .collect();
     assert_eq!(stored, expected, "read back");
     worker.shutdown().await.unwrap();
+}
+
+/// The name and payload text of a watch's next event.
+async fn next_text<S>(live: &mut S) -> (String, String)
+where
+    S: futures::Stream<Item = durable_core::Result<durable_core::StreamEvent>> + Unpin,
+{
+    let event = tokio::time::timeout(WAIT, live.next())
+        .await
+        .expect("an event in time")
+        .expect("the watch goes on")
+        .expect("the event reads");
+    (event.name, event.payload.as_str().to_owned())
 }
 
 /// Sixty starts at once: fifty under ids of their own, nine under one id
