@@ -648,7 +648,6 @@ pub(crate) fn merge_turns(earlier: &mut TurnCommit, later: TurnCommit) {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
 
     fn key(task_id: u64) -> ActivityKey {

@@ -60,7 +60,7 @@ impl Change {
 
 /// The announcement on the wire.
 #[derive(Debug, Serialize, Deserialize)]
-struct Payload {
+struct Announcement {
     /// The announcing process.
     o: String,
     /// Orchestration work.
@@ -103,14 +103,14 @@ impl Notifier {
 
 async fn send_loop(pool: PgPool, channel: String, origin: String, mut rx: mpsc::UnboundedReceiver<Change>) {
     while let Some(first) = rx.recv().await {
-        let mut payload = Payload {
+        let mut payload = Announcement {
             o: origin.clone(),
             w: false,
             a: false,
             i: Some(BTreeSet::new()),
         };
         let mut bytes = 0;
-        let mut add = |payload: &mut Payload, change: Change| {
+        let mut add = |payload: &mut Announcement, change: Change| {
             payload.w |= change.orchestration_work;
             payload.a |= change.activity_work;
             if let Some(ids) = &mut payload.i {
@@ -148,7 +148,7 @@ fn wake_all(feed: &ChangeFeed) {
 }
 
 fn apply(feed: &ChangeFeed, text: &str, origin: &str) {
-    let Ok(payload) = serde_json::from_str::<Payload>(text) else {
+    let Ok(payload) = serde_json::from_str::<Announcement>(text) else {
         tracing::warn!(payload = text, "ignoring a malformed change announcement");
         return;
     };

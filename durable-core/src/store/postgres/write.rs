@@ -263,7 +263,7 @@ impl Writes {
         c.instance_id.push(id.to_owned());
         c.name.push(instance.name.clone());
         c.execution_id.push(instance.execution_id.clone());
-        c.input.push(to_json(&instance.input)?);
+        c.input.push(instance.input.as_str().to_owned());
         c.parent.push(instance.parent.as_ref().map(to_json).transpose()?);
         c.created_at.push(ms(instance.created_at));
         self.messages.push(&NewMessage {
@@ -297,9 +297,9 @@ impl Writes {
         up.instance_id.push(id.to_owned());
         up.status.push(u.status.as_str().to_owned());
         up.execution_id.push(u.execution_id.clone());
-        up.input.push(u.input.as_ref().map(to_json).transpose()?);
+        up.input.push(u.input.as_ref().map(|p| p.as_str().to_owned()));
         up.custom_status.push(u.custom_status.clone());
-        up.output.push(u.output.as_ref().map(to_json).transpose()?);
+        up.output.push(u.output.as_ref().map(|p| p.as_str().to_owned()));
         up.failure.push(u.failure.as_ref().map(to_json).transpose()?);
         up.completed_at.push(terminal.then_some(now));
         up.history_len.push(i64_of(u.history_len));
@@ -336,7 +336,7 @@ impl Writes {
                 act.execution_id.push(a.key.execution_id.clone());
                 act.task_id.push(i64_of(a.key.task_id));
                 act.name.push(a.name.clone());
-                act.input.push(to_json(&a.input)?);
+                act.input.push(a.input.as_str().to_owned());
                 act.lock_owner
                     .push(turn.claim_activities.then(|| owner.to_owned()));
                 act.lock_expires

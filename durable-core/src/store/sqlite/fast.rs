@@ -20,6 +20,7 @@ use sqlx::SqliteConnection;
 use super::write::Wake;
 use crate::store::codec::{db, event_kind, i64_of, ms, to_json};
 use crate::store::{CommitBatch, NewStreamEvent, StoreResult, TurnCommit};
+use crate::Payload;
 
 // The lease columns are set by a statement of their own, and only where
 // they change: a column in an UPDATE's SET rewrites its index entries even
@@ -134,9 +135,9 @@ impl<'a> Rows<'a> {
             i64_of(turn.version),
             u.status.as_str(),
             u.execution_id,
-            u.input.as_ref().map(to_json).transpose()?,
+            u.input.as_ref().map(Payload::as_str),
             u.custom_status,
-            u.output.as_ref().map(to_json).transpose()?,
+            u.output.as_ref().map(Payload::as_str),
             u.failure.as_ref().map(to_json).transpose()?,
             terminal.then_some(now),
             i64_of(u.history_len),
@@ -180,7 +181,7 @@ impl<'a> Rows<'a> {
                     a.key.execution_id,
                     i64_of(a.key.task_id),
                     a.name,
-                    to_json(&a.input)?,
+                    a.input.as_str(),
                     claim_owner,
                     claim_until,
                     attempt,

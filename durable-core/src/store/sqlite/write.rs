@@ -19,6 +19,7 @@ use crate::store::{
     ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
     TurnCommit, TurnOutcome,
 };
+use crate::Payload;
 
 /// Rows per multi-row `INSERT` statement.
 const INSERT_CHUNK: usize = 200;
@@ -166,7 +167,7 @@ impl<'a> Sql<'a> {
             .push_bind(instance.name.as_str())
             .push_bind(instance.execution_id.as_str())
             .push_bind("Pending")
-            .push_bind(to_json(&instance.input)?)
+            .push_bind(instance.input.as_str())
             .push_bind(instance.parent.as_ref().map(to_json).transpose()?)
             .push_bind(created)
             .push_bind(created);
@@ -289,11 +290,11 @@ impl<'a> Sql<'a> {
             .push(", execution_id = ")
             .push_bind(u.execution_id.as_str())
             .push(", input = COALESCE(")
-            .push_bind(u.input.as_ref().map(to_json).transpose()?)
+            .push_bind(u.input.as_ref().map(Payload::as_str))
             .push(", input), custom_status = ")
             .push_bind(u.custom_status.as_deref())
             .push(", output = ")
-            .push_bind(u.output.as_ref().map(to_json).transpose()?)
+            .push_bind(u.output.as_ref().map(Payload::as_str))
             .push(", failure = ")
             .push_bind(u.failure.as_ref().map(to_json).transpose()?)
             .push(", updated_at = ")
@@ -350,7 +351,7 @@ impl<'a> Sql<'a> {
             for chunk in turn.activities.chunks(INSERT_CHUNK) {
                 let mut values = Vec::with_capacity(chunk.len());
                 for a in chunk {
-                    values.push((a, to_json(&a.input)?));
+                    values.push((a, a.input.as_str()));
                 }
                 self.statement(
                     "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
