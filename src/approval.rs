@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use agent_workflows::prelude::*;
 use agent_workflows::{WorkflowClientError, WorkflowEvent};
-use durable_core::{InstanceId, RuntimeStatus};
+use durable_core::{InstanceId, Payload, RuntimeStatus};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -650,17 +650,13 @@ async fn respond<W: Write>(
     }
 }
 
-fn print_request<W: Write>(
-    out: &mut W,
-    request_id: &str,
-    request: &serde_json::Value,
-) -> std::io::Result<()> {
+fn print_request<W: Write>(out: &mut W, request_id: &str, request: &Payload) -> std::io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
         "pending request {request_id}: please review this extracted result"
     )?;
-    match ExtractedResult::deserialize(request) {
+    match request.parse::<ExtractedResult>() {
         Ok(result) => {
             writeln!(
                 out,

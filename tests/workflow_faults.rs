@@ -22,7 +22,7 @@ use agent_workflows::{PendingRequest, SequencedEvent, WorkflowResult};
 use durable_core::store::SqliteStoreOptions;
 use durable_core::{InstanceId, StartOptions};
 use durable_workspace::document_processing::{DocumentJob, DocumentProcessing, DocumentResult};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -358,6 +358,7 @@ async fn an_executor_output_over_the_event_cap_is_marked_in_the_stream_and_kept_
             _ => continue,
         };
         marked += 1;
+        let output: Value = output.parse().unwrap();
         let omitted = &output["$omitted"];
         assert!(
             omitted["event_bytes"].as_u64().unwrap() > n as u64 && omitted["limit"] == json!(64 * 1024),

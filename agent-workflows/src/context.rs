@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use durable_core::Payload;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::message::{type_tag, Envelope, Message};
+use crate::tagged::{field, present};
 use crate::{ExecutorError, RequestTimedOut};
 
 /// A typed port through which executors ask a person (or another system)
@@ -80,7 +82,7 @@ pub struct RequestResponse<Req, Resp> {
 
 /// Something an executor did while handling one message, applied by the
 /// orchestration at the end of the superstep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum Effect {
     Send {
@@ -88,13 +90,65 @@ pub(crate) enum Effect {
         message: Envelope,
     },
     Output {
-        value: Value,
+        value: Payload,
     },
     Event {
         name: String,
-        data: Value,
+        data: Payload,
     },
     Request(NewRequest),
+}
+
+impl<'de> Deserialize<'de> for Effect {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        EffectFields::deserialize(deserializer)?.into_effect()
+    }
+}
+
+/// The fields of every [`Effect`] variant, to read one by its tag (see
+/// [`crate::tagged`]).
+#[derive(Deserialize)]
+struct EffectFields {
+    kind: String,
+    target: Option<String>,
+    message: Option<Envelope>,
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Payload>,
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Payload>,
+    request_id: Option<String>,
+    port: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    request: Option<Payload>,
+    response_type: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+impl EffectFields {
+    fn into_effect<E: serde::de::Error>(self) -> Result<Effect, E> {
+        Ok(match self.kind.as_str() {
+            "send" => Effect::Send {
+                target: self.target,
+                message: field(self.message, "message")?,
+            },
+            "output" => Effect::Output {
+                value: field(self.value, "value")?,
+            },
+            "event" => Effect::Event {
+                name: field(self.name, "name")?,
+                data: field(self.data, "data")?,
+            },
+            "request" => Effect::Request(NewRequest {
+                request_id: field(self.request_id, "request_id")?,
+                port: field(self.port, "port")?,
+                request: field(self.request, "request")?,
+                response_type: field(self.response_type, "response_type")?,
+                timeout_ms: self.timeout_ms,
+            }),
+            other => return Err(E::unknown_variant(other, &["send", "output", "event", "request"])),
+        })
+    }
 }
 
 /// A request for information made by an executor.
@@ -102,7 +156,7 @@ pub(crate) enum Effect {
 pub(crate) struct NewRequest {
     pub(crate) request_id: String,
     pub(crate) port: String,
-    pub(crate) request: Value,
+    pub(crate) request: Payload,
     /// The type tag of the `RequestResponse` the answer is delivered as.
     pub(crate) response_type: String,
     pub(crate) timeout_ms: Option<u64>,
@@ -208,7 +262,7 @@ impl WorkflowContext {
     }
 
     fn send<M: Message>(&mut self, target: Option<String>, message: &M) -> Result<(), ExecutorError> {
-        let payload = serde_json::to_value(message)?;
+        let payload = Payload::new(message)?;
         self.effects.push(Effect::Send {
             target,
             message: Envelope {
@@ -227,7 +281,7 @@ impl WorkflowContext {
     ///
     /// [`ExecutorError::Json`] if the value cannot be serialized.
     pub fn yield_output<T: Serialize + ?Sized>(&mut self, output: &T) -> Result<(), ExecutorError> {
-        let value = serde_json::to_value(output)?;
+        let value = Payload::new(output)?;
         self.effects.push(Effect::Output { value });
         Ok(())
     }
@@ -243,7 +297,7 @@ impl WorkflowContext {
         name: impl Into<String>,
         data: &T,
     ) -> Result<(), ExecutorError> {
-        let data = serde_json::to_value(data)?;
+        let data = Payload::new(data)?;
         self.effects.push(Effect::Event {
             name: name.into(),
             data,
@@ -300,7 +354,7 @@ impl WorkflowContext {
                 self.executor_id, port.id
             )));
         }
-        let request = serde_json::to_value(request)?;
+        let request = Payload::new(request)?;
         let request_id = format!("{}:{}:{}", self.executor_id, self.superstep, self.next_request);
         self.next_request += 1;
         self.effects.push(Effect::Request(NewRequest {

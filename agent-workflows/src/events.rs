@@ -7,13 +7,17 @@
 //! status) is a [`LiveStatus`]: the superstep and the pending requests,
 //! nothing else, so its size does not grow with the run.
 
-use durable_core::{InstanceId, StreamEvent};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use durable_core::{InstanceId, Payload, StreamEvent};
+use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::tagged::{field, present};
 use crate::WorkflowClientError;
 
 /// One event of a workflow run's stream.
+///
+/// The values executors produce (outputs, requests, custom event data)
+/// are [`Payload`]s: the JSON text as the executor's type serialized it,
+/// read with [`Payload::parse`].
 ///
 /// ```
 /// use agent_workflows::WorkflowEvent;
@@ -24,7 +28,7 @@ use crate::WorkflowClientError;
 /// assert_eq!(serde_json::from_str::<WorkflowEvent>(&json).unwrap(), event);
 /// assert_eq!(event.name(), "superstep_completed");
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum WorkflowEvent {
@@ -63,7 +67,7 @@ pub enum WorkflowEvent {
         /// The executor.
         executor_id: String,
         /// What the handler returned (`null` for `()`).
-        output: Value,
+        output: Payload,
     },
     /// An executor's attempt failed.
     ExecutorFailed {
@@ -85,7 +89,7 @@ pub enum WorkflowEvent {
         /// The executor.
         executor_id: String,
         /// The output.
-        output: Value,
+        output: Payload,
     },
     /// An executor asked for information; the request is pending until it
     /// is answered (or times out).
@@ -99,7 +103,7 @@ pub enum WorkflowEvent {
         /// The request port.
         port: String,
         /// The request.
-        request: Value,
+        request: Payload,
         /// The timeout in milliseconds, if any.
         timeout_ms: Option<u64>,
     },
@@ -135,7 +139,7 @@ pub enum WorkflowEvent {
         /// The name the executor gave it.
         name: String,
         /// Its data.
-        data: Value,
+        data: Payload,
     },
     /// A superstep ended.
     SuperstepCompleted {
@@ -200,6 +204,177 @@ impl WorkflowEvent {
     }
 }
 
+impl<'de> Deserialize<'de> for WorkflowEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        EventFields::deserialize(deserializer)?.into_event()
+    }
+}
+
+/// The fields of every [`WorkflowEvent`] variant, to read one by its tag
+/// (see [`crate::tagged`]).
+#[derive(Deserialize)]
+struct EventFields {
+    #[serde(rename = "type")]
+    kind: String,
+    workflow: Option<String>,
+    start_executor: Option<String>,
+    max_supersteps: Option<u32>,
+    superstep: Option<u32>,
+    supersteps: Option<u32>,
+    executors: Option<Vec<String>>,
+    executor_id: Option<String>,
+    message_type: Option<String>,
+    source: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    output: Option<Payload>,
+    outputs: Option<usize>,
+    attempt: Option<u32>,
+    error: Option<String>,
+    will_retry: Option<bool>,
+    request_id: Option<String>,
+    port: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    request: Option<Payload>,
+    timeout_ms: Option<u64>,
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Payload>,
+    instance_id: Option<String>,
+    event: Option<Box<WorkflowEvent>>,
+}
+
+impl EventFields {
+    const KINDS: &'static [&'static str] = &[
+        "workflow_started",
+        "superstep_started",
+        "executor_invoked",
+        "executor_completed",
+        "executor_failed",
+        "workflow_output",
+        "request_info",
+        "request_answered",
+        "response_rejected",
+        "request_timed_out",
+        "custom_event",
+        "superstep_completed",
+        "sub_workflow_started",
+        "sub_workflow_event",
+        "workflow_completed",
+        "workflow_failed",
+    ];
+
+    fn into_event<E: serde::de::Error>(self) -> Result<WorkflowEvent, E> {
+        use WorkflowEvent as W;
+        let Self {
+            kind,
+            workflow,
+            start_executor,
+            max_supersteps,
+            superstep,
+            supersteps,
+            executors,
+            executor_id,
+            message_type,
+            source,
+            output,
+            outputs,
+            attempt,
+            error,
+            will_retry,
+            request_id,
+            port,
+            request,
+            timeout_ms,
+            name,
+            data,
+            instance_id,
+            event,
+        } = self;
+        Ok(match kind.as_str() {
+            "workflow_started" => W::WorkflowStarted {
+                workflow: field(workflow, "workflow")?,
+                start_executor: field(start_executor, "start_executor")?,
+                max_supersteps: field(max_supersteps, "max_supersteps")?,
+            },
+            "superstep_started" => W::SuperstepStarted {
+                superstep: field(superstep, "superstep")?,
+                executors: field(executors, "executors")?,
+            },
+            "executor_invoked" => W::ExecutorInvoked {
+                superstep: field(superstep, "superstep")?,
+                executor_id: field(executor_id, "executor_id")?,
+                message_type: field(message_type, "message_type")?,
+                source: field(source, "source")?,
+            },
+            "executor_completed" => W::ExecutorCompleted {
+                superstep: field(superstep, "superstep")?,
+                executor_id: field(executor_id, "executor_id")?,
+                output: field(output, "output")?,
+            },
+            "executor_failed" => W::ExecutorFailed {
+                superstep: field(superstep, "superstep")?,
+                executor_id: field(executor_id, "executor_id")?,
+                attempt: field(attempt, "attempt")?,
+                error: field(error, "error")?,
+                will_retry: field(will_retry, "will_retry")?,
+            },
+            "workflow_output" => W::WorkflowOutput {
+                superstep: field(superstep, "superstep")?,
+                executor_id: field(executor_id, "executor_id")?,
+                output: field(output, "output")?,
+            },
+            "request_info" => W::RequestInfo {
+                superstep: field(superstep, "superstep")?,
+                request_id: field(request_id, "request_id")?,
+                executor_id: field(executor_id, "executor_id")?,
+                port: field(port, "port")?,
+                request: field(request, "request")?,
+                timeout_ms,
+            },
+            "request_answered" => W::RequestAnswered {
+                request_id: field(request_id, "request_id")?,
+                executor_id: field(executor_id, "executor_id")?,
+            },
+            "response_rejected" => W::ResponseRejected {
+                request_id: field(request_id, "request_id")?,
+                error: field(error, "error")?,
+            },
+            "request_timed_out" => W::RequestTimedOut {
+                request_id: field(request_id, "request_id")?,
+                executor_id: field(executor_id, "executor_id")?,
+            },
+            "custom_event" => W::CustomEvent {
+                superstep: field(superstep, "superstep")?,
+                executor_id: field(executor_id, "executor_id")?,
+                name: field(name, "name")?,
+                data: field(data, "data")?,
+            },
+            "superstep_completed" => W::SuperstepCompleted {
+                superstep: field(superstep, "superstep")?,
+            },
+            "sub_workflow_started" => W::SubWorkflowStarted {
+                superstep: field(superstep, "superstep")?,
+                executor_id: field(executor_id, "executor_id")?,
+                instance_id: field(instance_id, "instance_id")?,
+            },
+            "sub_workflow_event" => W::SubWorkflowEvent {
+                executor_id: field(executor_id, "executor_id")?,
+                instance_id: field(instance_id, "instance_id")?,
+                event: field(event, "event")?,
+            },
+            "workflow_completed" => W::WorkflowCompleted {
+                supersteps: field(supersteps, "supersteps")?,
+                outputs: field(outputs, "outputs")?,
+            },
+            "workflow_failed" => W::WorkflowFailed {
+                superstep: field(superstep, "superstep")?,
+                error: field(error, "error")?,
+            },
+            other => return Err(E::unknown_variant(other, Self::KINDS)),
+        })
+    }
+}
+
 /// A [`WorkflowEvent`] read from the stream, with its place in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SequencedEvent {
@@ -242,8 +417,10 @@ pub struct PendingRequest {
     pub request_id: String,
     /// The executor that asked.
     pub executor_id: String,
-    /// The request.
-    pub request: Value,
+    /// The request, as the live status (the instance's custom status,
+    /// held parsed) gives it back: the same value as the `request_info`
+    /// event's, with its object keys in sorted order.
+    pub request: Payload,
     /// How many answers the run has rejected so far for not fitting the
     /// response type. A request takes one answer at a time: the next one
     /// goes to this round ([`WorkflowClient::respond`](crate::WorkflowClient::respond)
@@ -264,4 +441,157 @@ pub struct LiveStatus {
     pub superstep: u32,
     /// The requests waiting for an answer.
     pub pending_requests: Vec<PendingRequest>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn payload(text: &str) -> Payload {
+        Payload::from_text(text).unwrap()
+    }
+
+    fn every_kind() -> Vec<WorkflowEvent> {
+        let step = |n| WorkflowEvent::SuperstepCompleted { superstep: n };
+        vec![
+            WorkflowEvent::WorkflowStarted {
+                workflow: "docs".into(),
+                start_executor: "unpack".into(),
+                max_supersteps: 100,
+            },
+            WorkflowEvent::SuperstepStarted {
+                superstep: 1,
+                executors: vec!["a".into(), "b".into()],
+            },
+            WorkflowEvent::ExecutorInvoked {
+                superstep: 1,
+                executor_id: "a".into(),
+                message_type: "app::Doc".into(),
+                source: "$start".into(),
+            },
+            WorkflowEvent::ExecutorCompleted {
+                superstep: 1,
+                executor_id: "a".into(),
+                output: payload(r#"{"z":1,"a":[true,null,2.5],"big":18446744073709551616}"#),
+            },
+            WorkflowEvent::ExecutorCompleted {
+                superstep: 1,
+                executor_id: "b".into(),
+                output: Payload::null(),
+            },
+            WorkflowEvent::ExecutorFailed {
+                superstep: 2,
+                executor_id: "a".into(),
+                attempt: 1,
+                error: "boom".into(),
+                will_retry: true,
+            },
+            WorkflowEvent::WorkflowOutput {
+                superstep: 2,
+                executor_id: "a".into(),
+                output: payload(r#""done \u00e9""#),
+            },
+            WorkflowEvent::RequestInfo {
+                superstep: 2,
+                request_id: "a:2:0".into(),
+                executor_id: "a".into(),
+                port: "approval".into(),
+                request: payload(r#"{"title":"Q3"}"#),
+                timeout_ms: Some(500),
+            },
+            WorkflowEvent::RequestInfo {
+                superstep: 2,
+                request_id: "a:2:1".into(),
+                executor_id: "a".into(),
+                port: "approval".into(),
+                request: Payload::null(),
+                timeout_ms: None,
+            },
+            WorkflowEvent::RequestAnswered {
+                request_id: "a:2:0".into(),
+                executor_id: "a".into(),
+            },
+            WorkflowEvent::ResponseRejected {
+                request_id: "a:2:0".into(),
+                error: "not a bool".into(),
+            },
+            WorkflowEvent::RequestTimedOut {
+                request_id: "a:2:1".into(),
+                executor_id: "a".into(),
+            },
+            WorkflowEvent::CustomEvent {
+                superstep: 3,
+                executor_id: "a".into(),
+                name: "progress".into(),
+                data: payload("[1,2]"),
+            },
+            step(3),
+            WorkflowEvent::SubWorkflowStarted {
+                superstep: 3,
+                executor_id: "child".into(),
+                instance_id: "run:child:3:0".into(),
+            },
+            WorkflowEvent::SubWorkflowEvent {
+                executor_id: "child".into(),
+                instance_id: "run:child:3:0".into(),
+                event: Box::new(WorkflowEvent::WorkflowOutput {
+                    superstep: 1,
+                    executor_id: "inner".into(),
+                    output: payload(r#"{"k":"v"}"#),
+                }),
+            },
+            WorkflowEvent::WorkflowCompleted {
+                supersteps: 3,
+                outputs: 1,
+            },
+            WorkflowEvent::WorkflowFailed {
+                superstep: 3,
+                error: "max supersteps".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_reads_back_from_text_and_from_a_value() {
+        let events = every_kind();
+        let named: std::collections::BTreeSet<_> = events.iter().map(WorkflowEvent::name).collect();
+        assert_eq!(named.len(), EventFields::KINDS.len(), "every kind is listed");
+        for event in events {
+            let text = serde_json::to_string(&event).unwrap();
+            let read: WorkflowEvent = serde_json::from_str(&text).unwrap();
+            assert_eq!(read, event, "{text}");
+            assert_eq!(
+                serde_json::to_string(&read).unwrap(),
+                text,
+                "the payloads keep their text"
+            );
+            let value: Value = serde_json::from_str(&text).unwrap();
+            let from_value: WorkflowEvent = serde_json::from_value(value.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&from_value).unwrap(), value, "{text}");
+            assert_eq!(value["type"], event.name());
+        }
+    }
+
+    #[test]
+    fn an_event_without_a_field_of_its_kind_or_of_an_unknown_kind_is_refused() {
+        let missing = json!({ "type": "executor_completed", "superstep": 1, "executor_id": "a" });
+        let error = serde_json::from_value::<WorkflowEvent>(missing).unwrap_err();
+        assert!(error.to_string().contains("missing field `output`"), "{error}");
+        let unknown = json!({ "type": "executor_exploded", "superstep": 1 });
+        let error = serde_json::from_value::<WorkflowEvent>(unknown).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown variant `executor_exploded`"),
+            "{error}"
+        );
+        let error = serde_json::from_str::<WorkflowEvent>(r#"{"superstep":1}"#).unwrap_err();
+        assert!(error.to_string().contains("missing field `type`"), "{error}");
+    }
+
+    #[test]
+    fn a_payload_a_value_cannot_hold_is_refused() {
+        let text = r#"{"type":"workflow_output","superstep":1,"executor_id":"a","output":1e400}"#;
+        assert!(serde_json::from_str::<WorkflowEvent>(text).is_err());
+    }
 }

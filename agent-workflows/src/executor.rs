@@ -7,9 +7,8 @@
 use std::any::TypeId;
 use std::sync::Arc;
 
-use durable_core::RetryPolicy;
+use durable_core::{Payload, RetryPolicy};
 use futures::future::BoxFuture;
-use serde_json::Value;
 
 use crate::message::{type_tag, Message};
 use crate::{ExecutorError, WorkflowContext};
@@ -116,11 +115,8 @@ pub trait ExecutorExt: Executor {
                 .iter()
                 .find(|e| e.type_name == type_name)
                 .ok_or_else(|| ExecutorError::terminal(format!("no handler for {type_name}")))?;
-            let output = entry
-                .handler
-                .call(self, serde_json::to_value(message)?, ctx)
-                .await?;
-            Ok(serde_json::from_value(output)?)
+            let output = entry.handler.call(self, Payload::new(&message)?, ctx).await?;
+            Ok(output.parse()?)
         })
     }
 
@@ -202,13 +198,13 @@ impl<E: Executor> ErasedHandler<Configured<E>> for Unwrap<E> {
     fn call<'a>(
         &'a self,
         executor: &'a Configured<E>,
-        message: Value,
+        message: Payload,
         ctx: &'a mut WorkflowContext,
-    ) -> BoxFuture<'a, Result<Value, ExecutorError>> {
+    ) -> BoxFuture<'a, Result<Payload, ExecutorError>> {
         self.0.call(&executor.inner, message, ctx)
     }
 
-    fn check(&self, message: &Value) -> Result<(), serde_json::Error> {
+    fn check(&self, message: &Payload) -> Result<(), serde_json::Error> {
         self.0.check(message)
     }
 }
@@ -264,11 +260,11 @@ trait ErasedHandler<E>: Send + Sync {
     fn call<'a>(
         &'a self,
         executor: &'a E,
-        message: Value,
+        message: Payload,
         ctx: &'a mut WorkflowContext,
-    ) -> BoxFuture<'a, Result<Value, ExecutorError>>;
+    ) -> BoxFuture<'a, Result<Payload, ExecutorError>>;
 
-    fn check(&self, message: &Value) -> Result<(), serde_json::Error>;
+    fn check(&self, message: &Payload) -> Result<(), serde_json::Error>;
 }
 
 struct Typed<E: Executor, M> {
@@ -279,12 +275,12 @@ impl<E: Executor, M: Message> ErasedHandler<E> for Typed<E, M> {
     fn call<'a>(
         &'a self,
         executor: &'a E,
-        message: Value,
+        message: Payload,
         ctx: &'a mut WorkflowContext,
-    ) -> BoxFuture<'a, Result<Value, ExecutorError>> {
+    ) -> BoxFuture<'a, Result<Payload, ExecutorError>> {
         let handler = self.handler;
         Box::pin(async move {
-            let message: M = serde_json::from_value(message).map_err(|e| {
+            let message: M = message.parse().map_err(|e| {
                 ExecutorError::terminal(format!(
                     "executor '{}' got a message that is not a valid {}: {e}",
                     ctx.executor_id(),
@@ -292,12 +288,12 @@ impl<E: Executor, M: Message> ErasedHandler<E> for Typed<E, M> {
                 ))
             })?;
             let output = handler(executor, message, ctx).await?;
-            Ok(serde_json::to_value(output)?)
+            Ok(Payload::new(&output)?)
         })
     }
 
-    fn check(&self, message: &Value) -> Result<(), serde_json::Error> {
-        M::deserialize(message).map(drop)
+    fn check(&self, message: &Payload) -> Result<(), serde_json::Error> {
+        message.parse::<M>().map(drop)
     }
 }
 
@@ -305,14 +301,14 @@ impl<E: Executor, M: Message> ErasedHandler<E> for Typed<E, M> {
 pub(crate) trait ErasedExecutor: Send + Sync {
     fn accepts(&self) -> &[&'static str];
 
-    fn check(&self, type_name: &str, message: &Value) -> Result<(), String>;
+    fn check(&self, type_name: &str, message: &Payload) -> Result<(), String>;
 
     fn invoke<'a>(
         &'a self,
         type_name: &'a str,
-        message: Value,
+        message: Payload,
         ctx: &'a mut WorkflowContext,
-    ) -> BoxFuture<'a, Result<Value, ExecutorError>>;
+    ) -> BoxFuture<'a, Result<Payload, ExecutorError>>;
 }
 
 pub(crate) struct Node<E: Executor> {
@@ -338,7 +334,7 @@ impl<E: Executor> ErasedExecutor for Node<E> {
         &self.accepts
     }
 
-    fn check(&self, type_name: &str, message: &Value) -> Result<(), String> {
+    fn check(&self, type_name: &str, message: &Payload) -> Result<(), String> {
         match self.handlers.entries.iter().find(|e| e.type_name == type_name) {
             Some(entry) => entry.handler.check(message).map_err(|e| e.to_string()),
             None => Err(format!("no handler for {type_name}")),
@@ -348,9 +344,9 @@ impl<E: Executor> ErasedExecutor for Node<E> {
     fn invoke<'a>(
         &'a self,
         type_name: &'a str,
-        message: Value,
+        message: Payload,
         ctx: &'a mut WorkflowContext,
-    ) -> BoxFuture<'a, Result<Value, ExecutorError>> {
+    ) -> BoxFuture<'a, Result<Payload, ExecutorError>> {
         match self.handlers.entries.iter().find(|e| e.type_name == type_name) {
             Some(entry) => entry.handler.call(&self.executor, message, ctx),
             None => Box::pin(async move {

@@ -11,8 +11,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable_core::RetryPolicy;
-use serde_json::Value;
+use durable_core::{Payload, RetryPolicy};
 
 use crate::executor::{is_unit, ErasedExecutor, Node};
 use crate::message::{type_tag, Message};
@@ -21,11 +20,11 @@ use crate::{BuildError, Executor, HandlerSet, Handles};
 /// The default superstep limit.
 pub const DEFAULT_MAX_SUPERSTEPS: u32 = 100;
 
-pub(crate) type Condition = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
-pub(crate) type Selector = Arc<dyn Fn(&Value, &[String]) -> Vec<String> + Send + Sync>;
+pub(crate) type Condition = Arc<dyn Fn(&Payload) -> bool + Send + Sync>;
+pub(crate) type Selector = Arc<dyn Fn(&Payload, &[String]) -> Vec<String> + Send + Sync>;
 
 fn condition<T: Message>(f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Condition {
-    Arc::new(move |value| T::deserialize(value).map(|t| f(&t)).unwrap_or(false))
+    Arc::new(move |payload| payload.parse::<T>().map(|t| f(&t)).unwrap_or(false))
 }
 
 /// What runs at a node.
@@ -299,7 +298,7 @@ impl<T: Message> FanOut<T> {
     where
         F: Fn(&T, &[String]) -> Vec<String> + Send + Sync + 'static,
     {
-        self.selector = Some(Arc::new(move |value, targets| match T::deserialize(value) {
+        self.selector = Some(Arc::new(move |payload, targets| match payload.parse::<T>() {
             Ok(message) => selector(&message, targets),
             Err(_) => Vec::new(),
         }));

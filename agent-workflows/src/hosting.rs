@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use durable_core::{ActivityContext, OrchestrationContext, Registry};
-use serde_json::Value;
+use durable_core::{ActivityContext, OrchestrationContext, Payload, Registry};
 
 use crate::executor::ErasedExecutor;
 use crate::graph::{Graph, NodeKind};
@@ -58,7 +57,7 @@ impl<I: Message> Workflow<I> {
 fn register_graph(mut registry: Registry, graph: &Arc<Graph>, name: &str, mode: RunMode) -> Registry {
     let orchestration_name: Arc<str> = Arc::from(name);
     let orchestration_graph = graph.clone();
-    registry = registry.orchestration(name, move |ctx: OrchestrationContext, input: Value| {
+    registry = registry.orchestration(name, move |ctx: OrchestrationContext, input: Payload| {
         run_workflow(
             ctx,
             orchestration_graph.clone(),

@@ -92,6 +92,7 @@ mod hosting;
 pub mod http;
 mod message;
 mod superstep;
+mod tagged;
 
 pub use client::{ClientResult, WorkflowClient, WorkflowResult};
 pub use context::{RequestPort, RequestResponse, WorkflowContext};
@@ -105,6 +106,7 @@ pub use hosting::{RegistryExt, WorkflowDefinition};
 pub use message::Message;
 
 pub use durable_core;
+pub use durable_core::Payload;
 
 /// The names most workflow programs need.
 pub mod prelude {

@@ -1,9 +1,9 @@
 //! Workflow messages: any serde type, carried between executors as JSON
 //! tagged with its Rust type name.
 
+use durable_core::Payload;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// A value that can travel between executors: serializable, deserializable
 /// and sendable. Implemented for every such type.
@@ -22,14 +22,14 @@ pub(crate) fn type_tag<T: ?Sized>() -> &'static str {
     std::any::type_name::<T>()
 }
 
-/// A message in flight: its type tag, its JSON value and its sender.
+/// A message in flight: its type tag, its JSON text and its sender.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Envelope {
     /// The type tag of the payload.
     #[serde(rename = "type")]
     pub(crate) type_name: String,
     /// The payload.
-    pub(crate) payload: Value,
+    pub(crate) payload: Payload,
     /// The id of the executor that sent it (`"$start"` for the start
     /// message, `"$response"` for a response to a request).
     pub(crate) source: String,

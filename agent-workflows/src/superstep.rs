@@ -17,17 +17,18 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use durable_core::{DurableFuture, InstanceId, OrchestrationContext, OrchestrationError};
+use durable_core::{DurableFuture, InstanceId, OrchestrationContext, OrchestrationError, Payload};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 use crate::context::{Effect, NewRequest};
 use crate::events::{LiveStatus, PendingRequest, WorkflowEvent};
 use crate::graph::{Edge, Graph, NodeKind};
 use crate::message::{Envelope, RESPONSE_SOURCE, START_SOURCE};
-use crate::WorkflowError;
+use crate::tagged::field;
+use crate::{RequestTimedOut, WorkflowError};
 
 /// The input of one executor activity: one executor's messages of one
 /// superstep, and the shared state at its start.
@@ -52,12 +53,12 @@ struct InvocationInputRef<'a> {
 /// What handling one message produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Handled {
-    pub(crate) output: Value,
+    pub(crate) output: Payload,
     pub(crate) effects: Vec<Effect>,
 }
 
 /// The result of one executor activity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub(crate) enum InvocationOutcome {
     Completed {
@@ -68,11 +69,40 @@ pub(crate) enum InvocationOutcome {
     Terminal { error: String },
 }
 
+impl<'de> Deserialize<'de> for InvocationOutcome {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The fields of both variants (see [`crate::tagged`]).
+        #[derive(Deserialize)]
+        struct Fields {
+            outcome: String,
+            handled: Option<Vec<Handled>>,
+            writes: Option<BTreeMap<String, Option<Value>>>,
+            error: Option<String>,
+        }
+        let fields = Fields::deserialize(deserializer)?;
+        Ok(match fields.outcome.as_str() {
+            "completed" => Self::Completed {
+                handled: field(fields.handled, "handled")?,
+                writes: field(fields.writes, "writes")?,
+            },
+            "terminal" => Self::Terminal {
+                error: field(fields.error, "error")?,
+            },
+            other => {
+                return Err(serde::de::Error::unknown_variant(
+                    other,
+                    &["completed", "terminal"],
+                ))
+            }
+        })
+    }
+}
+
 /// The output of a workflow run as a sub-workflow: its outputs and its
 /// events, which the parent re-emits tagged with their origin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ChildOutput {
-    pub(crate) outputs: Vec<Value>,
+    pub(crate) outputs: Vec<Payload>,
     pub(crate) events: Vec<WorkflowEvent>,
 }
 
@@ -109,7 +139,7 @@ impl Emitter {
             Err(OrchestrationError::EventTooLarge { size, limit, .. }) => {
                 // The stream keeps a marker; the value itself stays in the
                 // history and in the final output.
-                let slim = omit_values(event, size, limit);
+                let slim = omit_values(event, &omitted(size, limit));
                 self.ctx.emit_event(slim.name(), &slim)?;
                 slim
             }
@@ -122,11 +152,14 @@ impl Emitter {
     }
 }
 
-fn omitted(size: usize, limit: usize) -> Value {
-    json!({ "$omitted": { "event_bytes": size, "limit": limit } })
+/// The marker that stands for a value too large for the stream:
+/// `{"$omitted":{"event_bytes":size,"limit":limit}}`.
+fn omitted(size: usize, limit: usize) -> Payload {
+    let text = format!(r#"{{"$omitted":{{"event_bytes":{size},"limit":{limit}}}}}"#);
+    Payload::from_text(text).unwrap_or_else(|_| Payload::null())
 }
 
-fn omit_values(event: WorkflowEvent, size: usize, limit: usize) -> WorkflowEvent {
+fn omit_values(event: WorkflowEvent, marker: &Payload) -> WorkflowEvent {
     match event {
         WorkflowEvent::ExecutorCompleted {
             superstep,
@@ -135,7 +168,7 @@ fn omit_values(event: WorkflowEvent, size: usize, limit: usize) -> WorkflowEvent
         } => WorkflowEvent::ExecutorCompleted {
             superstep,
             executor_id,
-            output: omitted(size, limit),
+            output: marker.clone(),
         },
         WorkflowEvent::WorkflowOutput {
             superstep,
@@ -144,7 +177,7 @@ fn omit_values(event: WorkflowEvent, size: usize, limit: usize) -> WorkflowEvent
         } => WorkflowEvent::WorkflowOutput {
             superstep,
             executor_id,
-            output: omitted(size, limit),
+            output: marker.clone(),
         },
         WorkflowEvent::CustomEvent {
             superstep,
@@ -155,7 +188,7 @@ fn omit_values(event: WorkflowEvent, size: usize, limit: usize) -> WorkflowEvent
             superstep,
             executor_id,
             name,
-            data: omitted(size, limit),
+            data: marker.clone(),
         },
         WorkflowEvent::SubWorkflowEvent {
             executor_id,
@@ -164,10 +197,20 @@ fn omit_values(event: WorkflowEvent, size: usize, limit: usize) -> WorkflowEvent
         } => WorkflowEvent::SubWorkflowEvent {
             executor_id,
             instance_id,
-            event: Box::new(omit_values(*event, size, limit)),
+            event: Box::new(omit_values(*event, marker)),
         },
         other => other,
     }
+}
+
+/// The answer to a request as its executor gets it: the JSON of a
+/// [`RequestResponse`](crate::RequestResponse), whatever its types.
+#[derive(Serialize)]
+struct ResponseMessage<'a> {
+    request_id: &'a str,
+    port: &'a str,
+    request: &'a Payload,
+    response: Result<Payload, RequestTimedOut>,
 }
 
 /// A pending request and the durable waits for its answer.
@@ -177,12 +220,12 @@ struct OpenRequest {
     port: String,
     response_type: String,
     timeout_ms: Option<u64>,
-    answer: DurableFuture<Value>,
+    answer: DurableFuture<Payload>,
     timer: Option<DurableFuture<()>>,
 }
 
 enum Answer {
-    Response(Result<Value, OrchestrationError>),
+    Response(Result<Payload, OrchestrationError>),
     TimedOut(Result<(), OrchestrationError>),
 }
 
@@ -215,9 +258,9 @@ pub(crate) struct Run {
     name: Arc<str>,
     superstep: u32,
     queues: BTreeMap<usize, Vec<Envelope>>,
-    barriers: BTreeMap<usize, Vec<VecDeque<Value>>>,
+    barriers: BTreeMap<usize, Vec<VecDeque<Payload>>>,
     state: BTreeMap<String, Value>,
-    outputs: Vec<Value>,
+    outputs: Vec<Payload>,
     requests: Vec<OpenRequest>,
 }
 
@@ -226,9 +269,9 @@ pub(crate) async fn run_workflow(
     ctx: OrchestrationContext,
     graph: Arc<Graph>,
     name: Arc<str>,
-    input: Value,
+    input: Payload,
     mode: RunMode,
-) -> Result<Value, WorkflowError> {
+) -> Result<Payload, WorkflowError> {
     let sink = (mode == RunMode::Child).then(|| Arc::new(Mutex::new(Vec::new())));
     let mut run = Run {
         emitter: Emitter {
@@ -253,14 +296,14 @@ pub(crate) async fn run_workflow(
     match result {
         Ok(()) => {
             let outputs = std::mem::take(&mut run.outputs);
-            match sink {
-                None => Ok(Value::Array(outputs)),
+            let output = match sink {
+                None => Payload::new(&outputs),
                 Some(sink) => {
                     let events = std::mem::take(&mut *sink.lock().unwrap_or_else(|e| e.into_inner()));
-                    serde_json::to_value(ChildOutput { outputs, events })
-                        .map_err(|e| WorkflowError::Runtime(e.to_string()))
+                    Payload::new(&ChildOutput { outputs, events })
                 }
-            }
+            };
+            output.map_err(|e| WorkflowError::Runtime(e.to_string()))
         }
         Err(error) => {
             // Best effort: the failure itself is what matters.
@@ -291,7 +334,7 @@ impl Run {
         })
     }
 
-    async fn execute(&mut self, input: Value) -> Result<(), WorkflowError> {
+    async fn execute(&mut self, input: Payload) -> Result<(), WorkflowError> {
         let graph = self.graph.clone();
         self.emit(WorkflowEvent::WorkflowStarted {
             workflow: self.name.to_string(),
@@ -394,20 +437,24 @@ impl Run {
         let request_id = request.pending.request_id.clone();
         let executor_id = request.pending.executor_id.clone();
         let response = match answer {
-            Answer::Response(Ok(value)) => json!({ "Ok": value }),
+            Answer::Response(Ok(value)) => Ok(value),
             Answer::Response(Err(e)) => return Err(e.into()),
             Answer::TimedOut(fired) => {
                 fired?;
-                json!({ "Err": { "request_id": request_id, "timeout_ms": request.timeout_ms.unwrap_or(0) } })
+                Err(RequestTimedOut {
+                    request_id: request_id.clone(),
+                    timeout_ms: request.timeout_ms.unwrap_or(0),
+                })
             }
         };
-        let timed_out = response.get("Err").is_some();
-        let payload = json!({
-            "request_id": request_id,
-            "port": request.port,
-            "request": request.pending.request,
-            "response": response,
-        });
+        let timed_out = response.is_err();
+        let payload = Payload::new(&ResponseMessage {
+            request_id: &request_id,
+            port: &request.port,
+            request: &request.pending.request,
+            response,
+        })
+        .map_err(|e| WorkflowError::Runtime(e.to_string()))?;
         let node = request.node;
         let response_type = request.response_type.clone();
         if let NodeKind::Executor(executor) = &self.graph.nodes[node].kind {
@@ -418,7 +465,7 @@ impl Run {
                 })?;
                 let open = &mut self.requests[i];
                 open.pending.rejected_answers += 1;
-                open.answer = self.ctx.wait_for_external_event::<Value>(response_event_name(
+                open.answer = self.ctx.wait_for_external_event::<Payload>(response_event_name(
                     &request_id,
                     open.pending.rejected_answers,
                 ));
@@ -459,7 +506,7 @@ impl Run {
         })?;
         let answer = self
             .ctx
-            .wait_for_external_event::<Value>(response_event_name(&request.request_id, 0));
+            .wait_for_external_event::<Payload>(response_event_name(&request.request_id, 0));
         let timer = request
             .timeout_ms
             .map(|ms| self.ctx.create_timer_in(Duration::from_millis(ms)));
@@ -699,7 +746,8 @@ impl Run {
                                 event: Box::new(event),
                             })?;
                         }
-                        let outputs = Value::Array(output.outputs.clone());
+                        let outputs = Payload::new(&output.outputs)
+                            .map_err(|e| WorkflowError::Runtime(e.to_string()))?;
                         emitter.emit(WorkflowEvent::ExecutorCompleted {
                             superstep,
                             executor_id: executor_id.clone(),
@@ -721,7 +769,7 @@ impl Run {
                             None => Vec::new(),
                         };
                         handled.push(Handled {
-                            output: Value::Null,
+                            output: Payload::null(),
                             effects,
                         });
                     }
@@ -820,12 +868,14 @@ impl Run {
                         .or_insert_with(|| vec![VecDeque::new(); sources.len()]);
                     slots[slot].push_back(message.payload.clone());
                     if slots.iter().all(|s| !s.is_empty()) {
-                        let batch: Vec<Value> = slots.iter_mut().filter_map(VecDeque::pop_front).collect();
+                        let batch: Vec<Payload> = slots.iter_mut().filter_map(VecDeque::pop_front).collect();
+                        let batch =
+                            Payload::new(&batch).map_err(|e| WorkflowError::Runtime(e.to_string()))?;
                         deliveries.push((
                             *to,
                             Envelope {
                                 type_name: (*batch_type).to_owned(),
-                                payload: Value::Array(batch),
+                                payload: batch,
                                 source: message.source.clone(),
                             },
                         ));
@@ -885,13 +935,95 @@ fn report(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn an_outcome_with_every_effect_reads_back_as_written() {
+        let payload = |text: &str| Payload::from_text(text).unwrap();
+        let effects = vec![
+            Effect::Send {
+                target: Some("next".into()),
+                message: Envelope {
+                    type_name: "app::Doc".into(),
+                    payload: payload(r#"{"z":0,"a":"\u00e9"}"#),
+                    source: "a".into(),
+                },
+            },
+            Effect::Send {
+                target: None,
+                message: Envelope {
+                    type_name: "()".into(),
+                    payload: Payload::null(),
+                    source: "a".into(),
+                },
+            },
+            Effect::Output {
+                value: payload("[1,2]"),
+            },
+            Effect::Output {
+                value: Payload::null(),
+            },
+            Effect::Event {
+                name: "progress".into(),
+                data: payload("40"),
+            },
+            Effect::Request(NewRequest {
+                request_id: "a:1:0".into(),
+                port: "approval".into(),
+                request: payload(r#"{"title":"Q3"}"#),
+                response_type: "app::Answer".into(),
+                timeout_ms: Some(5),
+            }),
+            Effect::Request(NewRequest {
+                request_id: "a:1:1".into(),
+                port: "approval".into(),
+                request: Payload::null(),
+                response_type: "app::Answer".into(),
+                timeout_ms: None,
+            }),
+        ];
+        let outcome = InvocationOutcome::Completed {
+            handled: vec![Handled {
+                output: payload(r#"{"b":1,"a":2}"#),
+                effects: effects.clone(),
+            }],
+            writes: BTreeMap::from([("k".to_owned(), Some(json!(1))), ("gone".to_owned(), None)]),
+        };
+        let text = serde_json::to_string(&outcome).unwrap();
+        let InvocationOutcome::Completed { handled, writes } = serde_json::from_str(&text).unwrap() else {
+            panic!("not completed: {text}");
+        };
+        assert_eq!(handled[0].effects, effects);
+        assert_eq!(handled[0].output.as_str(), r#"{"b":1,"a":2}"#);
+        assert_eq!(writes.len(), 2);
+        let read = InvocationOutcome::Completed { handled, writes };
+        assert_eq!(serde_json::to_string(&read).unwrap(), text);
+
+        let terminal = serde_json::to_string(&InvocationOutcome::Terminal { error: "no".into() }).unwrap();
+        assert_eq!(terminal, r#"{"outcome":"terminal","error":"no"}"#);
+        assert!(matches!(
+            serde_json::from_str(&terminal).unwrap(),
+            InvocationOutcome::Terminal { error } if error == "no"
+        ));
+        for refused in [
+            r#"{"outcome":"completed","writes":{}}"#,
+            r#"{"outcome":"vanished"}"#,
+            r#"{"outcome":"completed","handled":[{"output":1,"effects":[{"kind":"output"}]}],"writes":{}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<InvocationOutcome>(refused).is_err(),
+                "{refused}"
+            );
+        }
+    }
 
     #[test]
     fn the_input_sent_is_the_input_the_executor_activity_reads() {
         let messages = vec![Envelope {
             type_name: "Doc".into(),
-            payload: json!({ "title": "t", "pages": [1, 2] }),
+            payload: Payload::new(&json!({ "title": "t", "pages": [1, 2] })).unwrap(),
             source: START_SOURCE.into(),
         }];
         let state = BTreeMap::from([("k".to_owned(), json!([true]))]);

@@ -108,7 +108,7 @@ async fn live_status_stays_small_while_the_stream_carries_every_output() {
     let outputs: Vec<Analysis> = events
         .iter()
         .filter_map(|e| match &e.event {
-            WorkflowEvent::ExecutorCompleted { output, .. } => Some(Analysis::deserialize(output).unwrap()),
+            WorkflowEvent::ExecutorCompleted { output, .. } => Some(output.parse::<Analysis>().unwrap()),
             _ => None,
         })
         .collect();
