@@ -21,7 +21,7 @@ use durable_core::{DurableFuture, InstanceId, OrchestrationContext, Orchestratio
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::context::{Effect, NewRequest};
 use crate::events::{LiveStatus, PendingRequest, WorkflowEvent};
@@ -139,7 +139,9 @@ impl Emitter {
             Err(OrchestrationError::EventTooLarge { size, limit, .. }) => {
                 // The stream keeps a marker; the value itself stays in the
                 // history and in the final output.
-                let slim = omit_values(event, &omitted(size, limit));
+                let marker = Payload::new(&json!({ "$omitted": { "event_bytes": size, "limit": limit } }))
+                    .map_err(|e| WorkflowError::Runtime(e.to_string()))?;
+                let slim = omit_values(event, &marker);
                 self.ctx.emit_event(slim.name(), &slim)?;
                 slim
             }
@@ -152,13 +154,8 @@ impl Emitter {
     }
 }
 
-/// The marker that stands for a value too large for the stream:
-/// `{"$omitted":{"event_bytes":size,"limit":limit}}`.
-fn omitted(size: usize, limit: usize) -> Payload {
-    let text = format!(r#"{{"$omitted":{{"event_bytes":{size},"limit":{limit}}}}}"#);
-    Payload::from_text(text).unwrap_or_else(|_| Payload::null())
-}
-
+/// `event` with each value replaced by `marker`, for a value too large
+/// for the stream.
 fn omit_values(event: WorkflowEvent, marker: &Payload) -> WorkflowEvent {
     match event {
         WorkflowEvent::ExecutorCompleted {
@@ -935,8 +932,6 @@ fn report(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
