@@ -14,12 +14,12 @@
 //! a uniqueness violation, the transaction rolls back, and the store writes
 //! the batch turn by turn after reading the rows (see `write.rs`).
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::write::Wake;
 use crate::store::codec::{db, event_kind, i64_of, ms, to_json};
-use crate::store::{CommitBatch, NewStreamEvent, StoreResult, TurnCommit};
+use crate::store::{CommitBatch, NewStreamEvent, StoreError, StoreResult, TurnCommit};
 use crate::Payload;
 
 // The lease columns are set by a statement of their own, and only where
@@ -101,20 +101,49 @@ struct Bulk<'a> {
     stream: Vec<(&'a str, &'a NewStreamEvent)>,
 }
 
+/// A JSON array of rows (the parameter a statement reads with
+/// `json_each`), each row serialized straight from its fields.
+#[derive(Default)]
+struct JsonRows {
+    text: Vec<u8>,
+    len: usize,
+}
+
+impl JsonRows {
+    fn push<T: Serialize + ?Sized>(&mut self, row: &T) -> StoreResult<()> {
+        self.text.push(if self.len == 0 { b'[' } else { b',' });
+        self.len += 1;
+        serde_json::to_writer(&mut self.text, row).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The array's text.
+    fn finish(mut self) -> StoreResult<String> {
+        if self.len == 0 {
+            return Ok("[]".to_owned());
+        }
+        self.text.push(b']');
+        String::from_utf8(self.text).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
 /// The rows of a batch, by table.
 #[derive(Default)]
 struct Rows<'a> {
-    updates: Vec<Value>,
-    new_executions: Vec<Value>,
-    history: Vec<Value>,
-    consumed: Vec<Value>,
-    terminal: Vec<Value>,
-    done: Vec<Value>,
-    activities: Vec<Value>,
-    messages: Vec<Value>,
-    completions: Vec<Value>,
-    stream: Vec<Value>,
-    release: Vec<Value>,
+    updates: JsonRows,
+    new_executions: JsonRows,
+    history: JsonRows,
+    consumed: JsonRows,
+    terminal: JsonRows,
+    done: JsonRows,
+    activities: JsonRows,
+    messages: JsonRows,
+    completions: JsonRows,
+    stream: JsonRows,
+    release: JsonRows,
     /// History and stream rows in bound inserts instead, for a
     /// large batch.
     bulk: Option<Bulk<'a>>,
@@ -125,18 +154,20 @@ impl<'a> Rows<'a> {
         let id = turn.instance_id.as_str();
         let Some(u) = &turn.update else {
             // Late messages of a terminal instance: drop them.
-            self.consumed.extend(turn.consumed.iter().map(|m| json!(m)));
+            for m in &turn.consumed {
+                self.consumed.push(m)?;
+            }
             return Ok(());
         };
         let terminal = u.status.is_terminal();
         let keep = turn.keep_lease && !terminal;
-        self.updates.push(json!([
+        self.updates.push(&(
             id,
             i64_of(turn.version),
             u.status.as_str(),
-            u.execution_id,
+            &u.execution_id,
             u.input.as_ref().map(Payload::as_str),
-            u.custom_status,
+            &u.custom_status,
             u.output.as_ref().map(Payload::as_str),
             u.failure.as_ref().map(to_json).transpose()?,
             terminal.then_some(now),
@@ -145,28 +176,27 @@ impl<'a> Rows<'a> {
             i64_of(u.execution_emits),
             keep.then_some(owner),
             if keep { lease_until } else { 0 },
-        ]));
+        ))?;
         if turn.new_execution {
-            self.new_executions.push(json!(id));
+            self.new_executions.push(id)?;
         }
         for (i, event) in turn.history.iter().enumerate() {
             let idx = i64_of(turn.history_index + i as u64);
             match &mut self.bulk {
                 Some(bulk) => bulk.history.push((id, idx, to_json(event)?)),
-                None => self.history.push(json!([id, idx, to_json(event)?])),
+                None => self.history.push(&(id, idx, to_json(event)?))?,
             }
         }
         if terminal {
             // Nothing will consume them any more.
-            self.terminal.push(json!(id));
+            self.terminal.push(id)?;
         } else {
-            self.consumed.extend(turn.consumed.iter().map(|m| json!(m)));
+            for m in &turn.consumed {
+                self.consumed.push(m)?;
+            }
             for key in &turn.completed_activities {
-                self.done.push(json!([
-                    key.instance_id.as_str(),
-                    key.execution_id,
-                    i64_of(key.task_id)
-                ]));
+                self.done
+                    .push(&(key.instance_id.as_str(), &key.execution_id, i64_of(key.task_id)))?;
             }
             let (claim_owner, claim_until, attempt) = if turn.claim_activities {
                 (Some(owner), lease_until, 1)
@@ -176,41 +206,41 @@ impl<'a> Rows<'a> {
             // Always in the main query: a result in the same batch for
             // one of these activities needs its work item written first.
             for a in &turn.activities {
-                self.activities.push(json!([
+                self.activities.push(&(
                     a.key.instance_id.as_str(),
-                    a.key.execution_id,
+                    &a.key.execution_id,
                     i64_of(a.key.task_id),
-                    a.name,
+                    &a.name,
                     a.input.as_str(),
                     claim_owner,
                     claim_until,
                     attempt,
-                ]));
+                ))?;
             }
         }
         for m in &turn.messages {
-            self.messages.push(json!([
+            self.messages.push(&(
                 m.instance_id.as_str(),
-                m.execution_id,
+                &m.execution_id,
                 event_kind(&m.event),
                 to_json(&m.event)?,
                 ms(m.visible_at),
-            ]));
+            ))?;
         }
         if let Some(bulk) = &mut self.bulk {
             bulk.stream.extend(turn.stream.iter().map(|e| (id, e)));
             return Ok(());
         }
         for e in &turn.stream {
-            self.stream.push(json!([
+            self.stream.push(&(
                 id,
                 i64_of(e.seq),
-                e.execution_id,
+                &e.execution_id,
                 i64_of(e.emit_index),
-                e.name,
+                &e.name,
                 e.payload.as_str(),
                 ms(e.emitted_at),
-            ]));
+            ))?;
         }
         Ok(())
     }
@@ -243,28 +273,24 @@ pub(super) async fn commit(
         wake.turn(turn, now);
     }
     for c in &batch.completions {
-        rows.done.push(json!([
+        let key = (
             c.key.instance_id.as_str(),
-            c.key.execution_id,
-            i64_of(c.key.task_id)
-        ]));
-        rows.completions.push(json!([
-            c.key.instance_id.as_str(),
-            c.key.execution_id,
-            to_json(&c.event)?,
-            i64_of(c.key.task_id)
-        ]));
+            &c.key.execution_id,
+            i64_of(c.key.task_id),
+        );
+        rows.done.push(&key)?;
+        rows.completions
+            .push(&(key.0, key.1, to_json(&c.event)?, key.2))?;
         wake.orchestrations = true;
     }
     for id in &batch.release {
-        rows.release.push(json!(id.as_str()));
+        rows.release.push(id.as_str())?;
         wake.orchestrations = true;
     }
-    let array = |values: Vec<Value>| Value::Array(values).to_string();
     let turns = i64::try_from(rows.updates.len()).unwrap_or(i64::MAX);
-    let terminal = array(rows.terminal);
+    let terminal = rows.terminal.finish()?;
     let bulk = rows.bulk.take();
-    let updates = array(std::mem::take(&mut rows.updates));
+    let updates = rows.updates.finish()?;
     // A lease still held until then is not extended.
     let fresh_until = now + (lease_until - now) * 2 / 3;
     let result = sqlx::query(if bulk.is_some() { WRITES } else { COMMIT })
@@ -275,18 +301,18 @@ pub(super) async fn commit(
         .bind(turns)
         .bind(updates.as_str())
         .bind(fresh_until)
-        .bind(array(rows.new_executions))
-        .bind(array(rows.history))
-        .bind(array(rows.consumed))
+        .bind(rows.new_executions.finish()?)
+        .bind(rows.history.finish()?)
+        .bind(rows.consumed.finish()?)
         .bind(terminal.clone())
         .bind(terminal)
-        .bind(array(rows.activities))
+        .bind(rows.activities.finish()?)
         .bind(now)
-        .bind(array(rows.completions))
-        .bind(array(rows.done))
-        .bind(array(rows.messages))
-        .bind(array(rows.stream))
-        .bind(array(rows.release))
+        .bind(rows.completions.finish()?)
+        .bind(rows.done.finish()?)
+        .bind(rows.messages.finish()?)
+        .bind(rows.stream.finish()?)
+        .bind(rows.release.finish()?)
         .bind(owner)
         .execute(&mut *conn)
         .await
