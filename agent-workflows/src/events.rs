@@ -418,8 +418,9 @@ pub struct PendingRequest {
     /// The executor that asked.
     pub executor_id: String,
     /// The request, as the live status (the instance's custom status,
-    /// held parsed) gives it back: the same value as the `request_info`
-    /// event's, with its object keys in sorted order.
+    /// held as a parsed `serde_json::Value`) gives it back: the same value
+    /// as the `request_info` event's, but its text may order object keys
+    /// differently, so compare the two parsed, not by text.
     pub request: Payload,
     /// How many answers the run has rejected so far for not fitting the
     /// response type. A request takes one answer at a time: the next one
