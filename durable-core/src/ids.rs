@@ -63,9 +63,13 @@ impl InstanceId {
         Ok(Self(id))
     }
 
-    /// A new random id (a UUID v4 in simple form).
+    /// A new unique id: a UUID v7 in simple form (32 hex digits), which
+    /// begins with its creation time in milliseconds and goes on with
+    /// random bits. Ids made one after another sort in that order, so the
+    /// rows of instances started together sit side by side in the store's
+    /// indexes, and a commit of their turns writes fewer index pages.
     pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string())
+        Self(uuid::Uuid::now_v7().simple().to_string())
     }
 
     /// The id as a string slice.
@@ -138,6 +142,19 @@ mod tests {
         assert_eq!(
             InstanceId::new("a\nb"),
             Err(InvalidInstanceId::ControlCharacter('\n'))
+        );
+    }
+
+    #[test]
+    fn generated_ids_are_32_hex_digits_in_the_order_they_were_made() {
+        let ids: Vec<InstanceId> = (0..1000).map(|_| InstanceId::generate()).collect();
+        for id in &ids {
+            assert_eq!(id.as_str().len(), 32, "{id}");
+            assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        assert!(
+            ids.windows(2).all(|w| w[0].as_str() < w[1].as_str()),
+            "sorted and unique"
         );
     }
 
