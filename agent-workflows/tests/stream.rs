@@ -117,6 +117,15 @@ async fn live_status_stays_small_while_the_stream_carries_every_output() {
         .iter()
         .enumerate()
         .all(|(i, a)| a.stage == i as u32 && a.text.len() == 4000));
+    // Each output is the text its type serialized to, in the type's field
+    // order (a `serde_json::Value` on the way would have sorted the keys).
+    for e in &events {
+        if let WorkflowEvent::ExecutorCompleted { output, .. } = &e.event {
+            let typed: Analysis = output.parse().unwrap();
+            assert_eq!(output.as_str(), serde_json::to_string(&typed).unwrap());
+            assert!(output.as_str().starts_with(r#"{"stage":"#), "{output}");
+        }
+    }
     let stream_bytes: usize = events
         .iter()
         .map(|e| serde_json::to_string(&e.event).unwrap().len())
