@@ -139,8 +139,7 @@ impl Emitter {
             Err(OrchestrationError::EventTooLarge { size, limit, .. }) => {
                 // The stream keeps a marker; the value itself stays in the
                 // history and in the final output.
-                let marker = Payload::new(&json!({ "$omitted": { "event_bytes": size, "limit": limit } }))
-                    .map_err(|e| WorkflowError::Runtime(e.to_string()))?;
+                let marker = payload_of(&json!({ "$omitted": { "event_bytes": size, "limit": limit } }))?;
                 let slim = omit_values(event, &marker);
                 self.ctx.emit_event(slim.name(), &slim)?;
                 slim
@@ -152,6 +151,12 @@ impl Emitter {
         }
         Ok(())
     }
+}
+
+/// The payload of a value the run made itself (a failure to serialize it
+/// is the runtime's, not an executor's).
+fn payload_of<T: Serialize + ?Sized>(value: &T) -> Result<Payload, WorkflowError> {
+    Payload::new(value).map_err(|e| WorkflowError::Runtime(e.to_string()))
 }
 
 /// `event` with each value replaced by `marker`, for a value too large
@@ -293,14 +298,13 @@ pub(crate) async fn run_workflow(
     match result {
         Ok(()) => {
             let outputs = std::mem::take(&mut run.outputs);
-            let output = match sink {
-                None => Payload::new(&outputs),
+            match sink {
+                None => payload_of(&outputs),
                 Some(sink) => {
                     let events = std::mem::take(&mut *sink.lock().unwrap_or_else(|e| e.into_inner()));
-                    Payload::new(&ChildOutput { outputs, events })
+                    payload_of(&ChildOutput { outputs, events })
                 }
-            };
-            output.map_err(|e| WorkflowError::Runtime(e.to_string()))
+            }
         }
         Err(error) => {
             // Best effort: the failure itself is what matters.
@@ -445,13 +449,12 @@ impl Run {
             }
         };
         let timed_out = response.is_err();
-        let payload = Payload::new(&ResponseMessage {
+        let payload = payload_of(&ResponseMessage {
             request_id: &request_id,
             port: &request.port,
             request: &request.pending.request,
             response,
-        })
-        .map_err(|e| WorkflowError::Runtime(e.to_string()))?;
+        })?;
         let node = request.node;
         let response_type = request.response_type.clone();
         if let NodeKind::Executor(executor) = &self.graph.nodes[node].kind {
@@ -743,8 +746,7 @@ impl Run {
                                 event: Box::new(event),
                             })?;
                         }
-                        let outputs = Payload::new(&output.outputs)
-                            .map_err(|e| WorkflowError::Runtime(e.to_string()))?;
+                        let outputs = payload_of(&output.outputs)?;
                         emitter.emit(WorkflowEvent::ExecutorCompleted {
                             superstep,
                             executor_id: executor_id.clone(),
@@ -866,8 +868,7 @@ impl Run {
                     slots[slot].push_back(message.payload.clone());
                     if slots.iter().all(|s| !s.is_empty()) {
                         let batch: Vec<Payload> = slots.iter_mut().filter_map(VecDeque::pop_front).collect();
-                        let batch =
-                            Payload::new(&batch).map_err(|e| WorkflowError::Runtime(e.to_string()))?;
+                        let batch = payload_of(&batch)?;
                         deliveries.push((
                             *to,
                             Envelope {
