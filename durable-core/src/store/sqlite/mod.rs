@@ -646,9 +646,10 @@ impl SqliteStore {
 
     async fn next_wakeup_inner(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let now = now_ms();
+        // `lock_expires > 0` lets SQLite read the partial index of leases.
         let row: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT (SELECT MIN(visible_at) FROM messages WHERE visible_at > ?1), \
-             (SELECT MIN(lock_expires) FROM instances WHERE lock_expires > ?1), \
+             (SELECT MIN(lock_expires) FROM instances WHERE lock_expires > ?1 AND lock_expires > 0), \
              (SELECT MIN(lock_expires) FROM activities WHERE lock_expires > ?1)",
         )
         .bind(now)
