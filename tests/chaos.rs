@@ -63,7 +63,7 @@ fn jobs() -> Vec<DocumentJob> {
         .map(|n| {
             DocumentJob::new(format!("chaos-doc-{n}"))
                 .output_kb(n as u32 % 4 + 1)
-                .work_ms(150 + (n as u32 % 3) * 50)
+                .work_ms(400 + (n as u32 % 3) * 50)
         })
         .collect()
 }
@@ -421,8 +421,10 @@ async fn chaos(db: Db) {
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_live_status(client.client().clone(), stop_sampling.clone());
 
-    // The supervisor: two workers; every 200 to 600 ms one of them, at
-    // random, is killed and replaced.
+    // The supervisor: two workers; every 150 to 400 ms one of them, at
+    // random, is killed and replaced. An undisturbed run takes at least
+    // six supersteps of 400 ms, so at least five kills land before the
+    // runs end, however quick the machine.
     let mut spawned = 0;
     let mut pids = Vec::new();
     let mut workers: Vec<ChildWorker> = (0..WORKERS)
@@ -437,7 +439,7 @@ async fn chaos(db: Db) {
     let started = tokio::time::Instant::now();
     let mut kills = 0;
     while started.elapsed() < CHAOS_FOR {
-        tokio::time::sleep(Duration::from_millis(200 + rng.below(400))).await;
+        tokio::time::sleep(Duration::from_millis(150 + rng.below(250))).await;
         for w in &mut workers {
             w.check_alive();
         }
