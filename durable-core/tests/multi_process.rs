@@ -59,7 +59,7 @@ fn expected_stream(n: u64) -> Vec<(u64, String, Value)> {
 fn registry(effects: String) -> Registry {
     Registry::new().orchestration("job", job).activity(
         "work",
-        move |_ctx: ActivityContext, (n, step): (u64, u64)| {
+        move |ctx: ActivityContext, (n, step): (u64, u64)| {
             let effects = effects.clone();
             async move {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -69,7 +69,9 @@ fn registry(effects: String) -> Registry {
                     .open(&effects)
                     .map_err(|e| e.to_string())?;
                 // One write call, so that lines of several processes never interleave.
-                let line = format!("{} {n} {step}\n", std::process::id());
+                // The attempt tells a run the scheduling turn started (1)
+                // from one claimed from the store after a lease ran out.
+                let line = format!("{} {n} {step} {}\n", std::process::id(), ctx.attempt);
                 file.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
                 Ok::<_, String>(n * 10 + step)
             }
@@ -188,20 +190,24 @@ async fn three_worker_processes_share_the_work_and_survive_a_kill() {
     // Every step ran at least once; a step runs twice only if the killed
     // worker was running it.
     let runs = std::fs::read_to_string(&effects).unwrap();
-    let mut by_step: BTreeMap<(u64, u64), Vec<u32>> = BTreeMap::new();
+    let mut by_step: BTreeMap<(u64, u64), Vec<(u32, u64)>> = BTreeMap::new();
     let mut by_process: BTreeMap<u32, usize> = BTreeMap::new();
     for line in runs.lines() {
         let parts: Vec<u64> = line.split(' ').map(|p| p.parse().unwrap()).collect();
         let pid = u32::try_from(parts[0]).unwrap();
-        by_step.entry((parts[1], parts[2])).or_default().push(pid);
+        by_step
+            .entry((parts[1], parts[2]))
+            .or_default()
+            .push((pid, parts[3]));
         *by_process.entry(pid).or_default() += 1;
     }
     assert_eq!(by_step.len(), INSTANCES * STEPS as usize, "every step ran");
-    for (step, pids) in &by_step {
-        if pids.len() > 1 {
+    for (step, runs) in &by_step {
+        if runs.len() > 1 {
             assert!(
-                pids.contains(&killed),
-                "step {step:?} ran twice without a kill: {pids:?}"
+                runs.iter().any(|(pid, _)| *pid == killed),
+                "step {step:?} ran twice without a kill (process, attempt): {runs:?}; \
+                 worker {killed} was killed"
             );
         }
     }
