@@ -3,7 +3,6 @@
 
 use durable_core::{Payload, StreamEvent};
 use serde::Serialize;
-use serde_json::Value;
 
 use agent_workflows::WorkflowEvent;
 
@@ -35,11 +34,6 @@ impl<'a> JsonEvent<'a> {
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
-}
-
-/// The size of `payload`'s JSON, in bytes.
-pub fn payload_bytes(payload: &Value) -> usize {
-    serde_json::to_vec(payload).map_or(0, |v| v.len())
 }
 
 /// A byte count for people: `512 B`, `2.1 KiB`, `1.4 MiB`.
@@ -168,7 +162,7 @@ fn describe_workflow_event(event: &WorkflowEvent, size: &str, total: Option<u32>
 #[cfg(test)]
 mod tests {
     use durable_core::InstanceId;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 

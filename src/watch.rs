@@ -6,7 +6,6 @@ use std::io::Write;
 
 use durable_core::{Client, InstanceId, RuntimeStatus};
 use futures::StreamExt;
-use serde::Deserialize;
 
 use crate::cli::{Args, CliError, Command};
 use crate::document_processing::{self, DocumentJob};
@@ -155,11 +154,7 @@ pub async fn run<W: Write>(options: &WatchOptions, mut out: W) -> Result<WatchRe
         .ok_or_else(|| WatchError::NotFound(options.instance_id.clone()))?;
     // Document-processing runs know their length: one superstep per executor.
     let total = (meta.name == document_processing::NAME)
-        .then(|| {
-            DocumentJob::deserialize(&meta.input)
-                .ok()
-                .map(|job| job.executors)
-        })
+        .then(|| meta.input.parse::<DocumentJob>().ok().map(|job| job.executors))
         .flatten();
     if !options.json {
         writeln!(

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use agent_workflows::{SequencedEvent, WorkflowClient, WorkflowEvent};
 use durable_core::store::{PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions, Store};
-use durable_core::{Client, InstanceId, Registry, RuntimeStatus, Worker, WorkerOptions};
+use durable_core::{Client, InstanceId, Payload, Registry, RuntimeStatus, Worker, WorkerOptions};
 use durable_workspace::document_processing::{
     register_with_hooks, DocumentJob, DocumentProcessing, DocumentResult, Hooks,
 };
@@ -302,7 +302,11 @@ fn completed(events: &[SequencedEvent]) -> Vec<(String, u32)> {
 
 /// Why a live status is not `{ superstep, pending_requests: [] }`, if it
 /// is not.
-fn live_status_problem(status: &Value) -> Option<String> {
+fn live_status_problem(status: &Payload) -> Option<String> {
+    let status: Value = match status.parse() {
+        Ok(status) => status,
+        Err(e) => return Some(format!("not JSON ({e}): {status}")),
+    };
     let Some(object) = status.as_object() else {
         return Some(format!("not an object: {status}"));
     };

@@ -127,7 +127,9 @@ async fn answered_once(client: &WorkflowClient, id: &InstanceId) -> bool {
         .count();
     assert_eq!(responses, 1, "the answer reached the executor once: {names:?}");
     assert!(client.pending_requests(id).await.unwrap().is_empty());
-    result.outputs[0]["approved"].as_bool().unwrap()
+    result.outputs_as::<Value>().unwrap()[0]["approved"]
+        .as_bool()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +268,7 @@ async fn an_executor_renamed_between_deployments_fails_the_run_with_non_determin
         .unwrap();
     let result = finish(&client, &other).await;
     assert!(result.is_completed(), "{result:?}");
-    assert_eq!(result.outputs, [json!(false)]);
+    assert_eq!(result.outputs_as::<Value>().unwrap(), [json!(false)]);
     worker.shutdown().await.unwrap();
 }
 
@@ -344,7 +346,11 @@ async fn an_executor_output_over_the_event_cap_is_marked_in_the_stream_and_kept_
     let id = client.start(oversized, &n).await.unwrap();
     let result = finish(&client, &id).await;
     assert!(result.is_completed(), "{result:?}");
-    assert_eq!(result.outputs, [json!("h".repeat(n))], "the output is whole");
+    assert_eq!(
+        result.outputs_as::<String>().unwrap(),
+        ["h".repeat(n)],
+        "the output is whole"
+    );
     let events = events(&client, &id).await;
     let mut marked = 0;
     for e in &events {

@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use durable_core::{Client, InstanceId, RuntimeStatus, StartOptions};
+use durable_core::{Client, InstanceId, Payload, RuntimeStatus, StartOptions};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::events::{LiveStatus, PendingRequest, SequencedEvent};
 use crate::superstep::response_event_name;
@@ -28,7 +27,7 @@ pub struct WorkflowResult {
     /// The workflow outputs (empty unless completed): by superstep, and
     /// within a superstep in the order the executors joined the graph and
     /// each yielded them.
-    pub outputs: Vec<Value>,
+    pub outputs: Vec<Payload>,
     /// Why the run failed or was terminated.
     pub error: Option<String>,
 }
@@ -47,7 +46,7 @@ impl WorkflowResult {
     pub fn outputs_as<T: DeserializeOwned>(&self) -> ClientResult<Vec<T>> {
         self.outputs
             .iter()
-            .map(|v| T::deserialize(v).map_err(WorkflowClientError::from))
+            .map(|output| output.parse().map_err(WorkflowClientError::from))
             .collect()
     }
 }
@@ -143,7 +142,7 @@ impl WorkflowClient {
             .await?
             .ok_or_else(|| WorkflowClientError::NotFound(instance_id.clone()))?;
         match metadata.custom_status {
-            Some(status) => Ok(LiveStatus::deserialize(&status)?),
+            Some(status) => Ok(status.parse()?),
             None => Ok(LiveStatus::default()),
         }
     }
@@ -239,8 +238,9 @@ impl WorkflowClient {
         timeout: Duration,
     ) -> ClientResult<WorkflowResult> {
         let metadata = self.client.wait_for_completion(instance_id, timeout).await?;
+        // A completed run's output is the array of its outputs.
         let outputs = match (&metadata.status, &metadata.output) {
-            (RuntimeStatus::Completed, Some(Value::Array(outputs))) => outputs.clone(),
+            (RuntimeStatus::Completed, Some(output)) => output.parse().unwrap_or_default(),
             _ => Vec::new(),
         };
         let error = match metadata.status {
@@ -249,9 +249,8 @@ impl WorkflowClient {
                 metadata
                     .output
                     .as_ref()
-                    .and_then(Value::as_str)
-                    .unwrap_or("terminated")
-                    .to_owned(),
+                    .and_then(|reason| reason.parse::<String>().ok())
+                    .unwrap_or_else(|| "terminated".to_owned()),
             ),
             _ => None,
         };
@@ -263,5 +262,3 @@ impl WorkflowClient {
         })
     }
 }
-
-use serde::Deserialize as _;

@@ -99,6 +99,7 @@ async fn two_requests_on_one_port_answered_in_reverse_order() {
         .unwrap()
         .custom_status
         .unwrap();
+    let status: serde_json::Value = status.parse().unwrap();
     let mut keys: Vec<&String> = status.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(keys, ["pending_requests", "superstep"]);

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{FailureDetails, InstanceId};
+use crate::{FailureDetails, InstanceId, Payload};
 
 /// The runtime status of an orchestration instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -90,12 +90,16 @@ pub struct InstanceMetadata {
     pub execution_id: String,
     /// The runtime status.
     pub status: RuntimeStatus,
-    /// The input of the current execution.
-    pub input: Value,
-    /// The output, once completed (or the reason, once terminated).
-    pub output: Option<Value>,
-    /// The custom status last set by the orchestration.
-    pub custom_status: Option<Value>,
+    /// The input of the current execution, as the JSON text it was given
+    /// with ([`InstanceMetadata::input_as`] parses it).
+    pub input: Payload,
+    /// The output, once completed (or the reason, once terminated), as the
+    /// orchestration's type wrote it ([`InstanceMetadata::output_as`]
+    /// parses it).
+    pub output: Option<Payload>,
+    /// The custom status last set by the orchestration, as its type wrote
+    /// it ([`InstanceMetadata::custom_status_as`] parses it).
+    pub custom_status: Option<Payload>,
     /// Why the instance failed.
     pub failure: Option<FailureDetails>,
     /// When the instance was created.
@@ -116,8 +120,28 @@ impl InstanceMetadata {
     ///
     /// Returns an error if there is no output or it does not match `T`.
     pub fn output_as<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
-        let output = self.output.clone().unwrap_or(Value::Null);
-        Ok(serde_json::from_value(output)?)
+        match &self.output {
+            Some(output) => Ok(output.parse()?),
+            None => Ok(serde_json::from_value(Value::Null)?),
+        }
+    }
+
+    /// Deserializes the input of the current execution into `T`.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error if the input does not match `T`.
+    pub fn input_as<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
+        Ok(self.input.parse()?)
+    }
+
+    /// Deserializes the custom status into `T`, if the orchestration set one.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error if the custom status does not match `T`.
+    pub fn custom_status_as<T: serde::de::DeserializeOwned>(&self) -> crate::Result<Option<T>> {
+        Ok(self.custom_status.as_ref().map(Payload::parse).transpose()?)
     }
 }
 

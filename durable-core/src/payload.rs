@@ -91,6 +91,13 @@ impl Payload {
     }
 }
 
+/// `null`, as `serde_json::Value::default()`.
+impl Default for Payload {
+    fn default() -> Self {
+        Self::null()
+    }
+}
+
 impl PartialEq for Payload {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()

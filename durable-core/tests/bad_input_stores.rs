@@ -347,8 +347,8 @@ async fn unusual_instance_ids_work_through_every_operation(db: &Db) {
         );
         assert_eq!(&meta.instance_id, id);
         assert_eq!(
-            meta.output,
-            Some(json!({ "tag": id, "got": format!("to {id}") })),
+            meta.output_as::<Value>().unwrap(),
+            json!({ "tag": id, "got": format!("to {id}") }),
             "{id:?}"
         );
         let expected = vec![
@@ -426,7 +426,10 @@ async fn malformed_and_truncated_json_is_refused_before_anything_is_stored(db: &
     wait_custom_status(&client, &id, json!("waiting")).await;
     client.raise_event(&id, "go", &0).await.unwrap();
     let meta = wait_done(&client, &id).await;
-    assert_eq!(meta.input, serde_json::from_str::<Value>(whole).unwrap());
+    assert_eq!(
+        meta.input_as::<Value>().unwrap(),
+        serde_json::from_str::<Value>(whole).unwrap()
+    );
     worker.shutdown().await.unwrap();
 }
 
@@ -460,8 +463,11 @@ async fn oversized_payloads_are_typed_errors_or_delivered_whole(db: &Db) {
     client.raise_event(&id, "go", &big_event).await.unwrap();
     let meta = wait_done(&client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.input, json!(big_input));
-    assert_eq!(meta.output, Some(json!({ "input": big_input, "got": big_event })));
+    assert_eq!(meta.input_as::<Value>().unwrap(), json!(big_input));
+    assert_eq!(
+        meta.output_as::<Value>().unwrap(),
+        json!({ "input": big_input, "got": big_event })
+    );
     let sizes = common::read_all(&client, &id, 10).await;
     assert_eq!(
         sizes[0].payload.parse::<serde_json::Value>().unwrap(),
@@ -550,7 +556,7 @@ async fn corrupt_history_fails_cleanly(db: &Db, kind: &str, event: &str, reason:
     );
     let meta = wait_done(&client, &good).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!("now")));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!("now"));
     assert_eq!(meta.stream_len, 3);
     // Nothing else changed: the failed instance can be purged and started
     // again under its id.
@@ -565,7 +571,10 @@ async fn corrupt_history_fails_cleanly(db: &Db, kind: &str, event: &str, reason:
         .unwrap();
     wait_custom_status(&client, &bad, json!("waiting")).await;
     client.raise_event(&bad, "go", &"again").await.unwrap();
-    assert_eq!(wait_done(&client, &bad).await.output, Some(json!("again")));
+    assert_eq!(
+        wait_done(&client, &bad).await.output_as::<Value>().unwrap(),
+        json!("again")
+    );
     worker.shutdown().await.unwrap();
 }
 
@@ -607,11 +616,14 @@ async fn an_inbox_message_of_an_unknown_type_does_not_stop_the_worker(db: &Db) {
     client.raise_event(&good, "go", &"served").await.unwrap();
     let meta = wait_done(&client, &good).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!("served")));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!("served"));
     let fresh = client.start("two_steps", &()).await.unwrap();
     wait_custom_status(&client, &fresh, json!("waiting")).await;
     client.raise_event(&fresh, "go", &"fresh").await.unwrap();
-    assert_eq!(wait_done(&client, &fresh).await.output, Some(json!("fresh")));
+    assert_eq!(
+        wait_done(&client, &fresh).await.output_as::<Value>().unwrap(),
+        json!("fresh")
+    );
 
     // The instance with the unreadable message ends with failure details
     // that say why, and keeps its stream.
@@ -676,7 +688,7 @@ async fn an_unreadable_activity_work_item_strands_no_other(db: &Db) {
     gate.open(8);
     let meta = wait_done(&client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!(28)));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!(28));
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -84,7 +84,7 @@ async fn start_with_an_instance_id_and_reject_a_running_duplicate() {
     // The running instance is untouched.
     let meta = rig.client.get_instance(&id).await.unwrap().unwrap();
     assert_eq!(
-        (meta.input, meta.execution_id),
+        (meta.input_as::<Value>().unwrap(), meta.execution_id),
         (json!(1), first.execution_id.clone())
     );
 
@@ -181,7 +181,7 @@ async fn metadata_reports_every_field() {
     assert_eq!(running.instance_id, id);
     assert_eq!(running.name, "waiter");
     assert_eq!(running.status, RuntimeStatus::Running);
-    assert_eq!(running.input, json!({ "x": 1 }));
+    assert_eq!(running.input_as::<Value>().unwrap(), json!({ "x": 1 }));
     assert_eq!(running.output, None);
     assert_eq!(running.failure, None);
     assert_eq!(running.completed_at, None);
@@ -194,8 +194,14 @@ async fn metadata_reports_every_field() {
     rig.client.raise_event(&id, "go", &"now").await.unwrap();
     let done = wait_done(&rig.client, &id).await;
     assert_eq!(done.status, RuntimeStatus::Completed);
-    assert_eq!(done.output, Some(json!({ "input": { "x": 1 }, "go": "now" })));
-    assert_eq!(done.custom_status, Some(json!({ "waiting": { "x": 1 } })));
+    assert_eq!(
+        done.output_as::<Value>().unwrap(),
+        json!({ "input": { "x": 1 }, "go": "now" })
+    );
+    assert_eq!(
+        done.custom_status_as::<Value>().unwrap(),
+        Some(json!({ "waiting": { "x": 1 } }))
+    );
     assert_eq!(done.failure, None);
     assert_eq!(done.stream_len, 2);
     assert_eq!(done.created_at, running.created_at);
@@ -290,7 +296,7 @@ async fn operations_on_missing_or_terminal_instances_are_typed_errors() {
     // Nothing changed.
     let meta = rig.client.get_instance(&id).await.unwrap().unwrap();
     assert_eq!(meta.status, RuntimeStatus::Completed);
-    assert_eq!(meta.output, Some(json!({ "input": 1, "go": 1 })));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!({ "input": 1, "go": 1 }));
     rig.shutdown().await;
 }
 
@@ -302,7 +308,7 @@ async fn terminate_ends_a_running_instance() {
     rig.client.terminate(&id, Some("enough")).await.unwrap();
     let meta = wait_done(&rig.client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Terminated);
-    assert_eq!(meta.output, Some(json!("enough")));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!("enough"));
     assert_eq!(meta.failure, None);
     assert!(meta.completed_at.is_some());
     // The stream is finished after the events emitted before.
@@ -368,7 +374,7 @@ async fn suspended_instances_keep_their_messages_until_resumed() {
     let meta = rig.client.get_instance(&id).await.unwrap().unwrap();
     assert_eq!(meta.status, RuntimeStatus::Suspended);
     assert_eq!(meta.stream_len, 0, "nothing ran while suspended");
-    assert_eq!(meta.custom_status, Some(json!("calling")));
+    assert_eq!(meta.custom_status_as::<Value>().unwrap(), Some(json!("calling")));
     // Suspending again is harmless.
     rig.client.suspend(&id, None).await.unwrap();
 
@@ -411,7 +417,10 @@ async fn an_event_and_the_resume_after_it_arrive_in_one_turn() {
         .await
         .unwrap();
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!({ "input": 1, "go": "now" })));
+    assert_eq!(
+        meta.output_as::<Value>().unwrap(),
+        json!({ "input": 1, "go": "now" })
+    );
     worker.shutdown().await.unwrap();
 }
 

@@ -308,7 +308,7 @@ async fn payloads_come_back_as_written(b: &Backend) {
     assert_eq!(texts, expected, "live");
     let meta = wait_done(&client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!([1e300, { "k": "v" }])));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!([1e300, { "k": "v" }]));
     let stored: Vec<(String, String)> = common::read_all(&client, &id, 100)
         .await
         .into_iter()
@@ -451,7 +451,7 @@ async fn custom_status_and_its_cap(b: &Backend) {
     let id = client.start("status", &()).await.unwrap();
     assert_eq!(output::<String>(&client, &id).await, "refused: true");
     let meta = client.get_instance(&id).await.unwrap().unwrap();
-    assert_eq!(meta.custom_status, Some(json!("small")));
+    assert_eq!(meta.custom_status_as::<Value>().unwrap(), Some(json!("small")));
     worker.shutdown().await.unwrap();
 }
 

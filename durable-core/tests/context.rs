@@ -582,17 +582,17 @@ async fn sub_orchestrations_return_results_and_failures() {
         .unwrap()
         .expect("child p:0");
     assert_eq!(
-        (first.status, first.output),
-        (RuntimeStatus::Completed, Some(json!(20)))
+        (first.status, first.output_as::<serde_json::Value>().unwrap()),
+        (RuntimeStatus::Completed, json!(20))
     );
-    assert_eq!(first.input, json!(10));
+    assert_eq!(first.input_as::<serde_json::Value>().unwrap(), json!(10));
     let explicit = rig
         .client
         .get_instance(&iid("explicit-child"))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(explicit.output, Some(json!(22)));
+    assert_eq!(explicit.output_as::<serde_json::Value>().unwrap(), json!(22));
     let failed = rig.client.get_instance(&iid("p:2")).await.unwrap().unwrap();
     assert_eq!(failed.status, RuntimeStatus::Failed);
     assert_eq!(failed.failure.unwrap().message, "negative input -1");
@@ -716,8 +716,12 @@ async fn continue_as_new_loops(options: WorkerOptions) {
     let first = rig.client.wait_for_start(&id, common::WAIT).await.unwrap();
     let meta = wait_done(&rig.client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!(5)));
-    assert_eq!(meta.input, json!([5, 5]), "the input of the last execution");
+    assert_eq!(meta.output_as::<serde_json::Value>().unwrap(), json!(5));
+    assert_eq!(
+        meta.input_as::<serde_json::Value>().unwrap(),
+        json!([5, 5]),
+        "the input of the last execution"
+    );
     assert_ne!(meta.execution_id, first.execution_id, "a new execution");
 
     let events = common::read_all(&rig.client, &id, 100).await;
@@ -834,7 +838,7 @@ async fn custom_status_at_the_cap_is_stored_whole() {
     let meta = wait_done(&rig.client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Completed);
     assert_eq!(
-        meta.custom_status,
+        meta.custom_status_as::<serde_json::Value>().unwrap(),
         Some(json!("y".repeat(8190))),
         "kept after completion"
     );

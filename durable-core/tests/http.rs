@@ -20,7 +20,7 @@ use axum::http::Method;
 use common::{iid, wait_done, wait_stream_len, WAIT};
 use durable_core::http::{ApiError, HttpApi, JsonBody, ServeOptions};
 use durable_core::prelude::*;
-use durable_core::InstanceQuery;
+use durable_core::{InstanceQuery, Payload};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -67,6 +67,24 @@ async fn echo(_ctx: OrchestrationContext, input: Value) -> Result<Value, Orchest
     Ok(input)
 }
 
+/// Fields that a map of sorted keys would reorder.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Unsorted {
+    zebra: u64,
+    apple: u64,
+}
+
+async fn unsorted(ctx: OrchestrationContext, input: Unsorted) -> Result<Unsorted, OrchestrationError> {
+    ctx.set_custom_status(&Unsorted {
+        zebra: input.zebra + 1,
+        apple: input.apple,
+    })?;
+    Ok(Unsorted {
+        zebra: input.zebra * 10,
+        apple: input.apple,
+    })
+}
+
 async fn step(_ctx: ActivityContext, n: u64) -> Result<u64, Infallible> {
     Ok(n)
 }
@@ -76,6 +94,7 @@ fn registry() -> Registry {
         .orchestration("gated", gated)
         .orchestration("emit_names", emit_names)
         .orchestration("echo", echo)
+        .orchestration("unsorted", unsorted)
         .activity("step", step)
 }
 
@@ -385,7 +404,7 @@ async fn start_returns_202_with_the_instance_id_and_links_that_work() {
 
     let done = wait_done(&server.client, &iid("order/42")).await;
     assert_eq!(done.status, RuntimeStatus::Completed);
-    assert_eq!(done.output, Some(json!({"hello": ["world"]})));
+    assert_eq!(done.output_as::<Value>().unwrap(), json!({"hello": ["world"]}));
 
     // The status link answers with the instance.
     let (status, got) = server
@@ -407,7 +426,7 @@ async fn start_returns_202_with_the_instance_id_and_links_that_work() {
     let id = body["id"].as_str().unwrap().to_owned();
     assert_eq!(location, server.url(&format!("/api/instances/{id}")));
     let done = wait_done(&server.client, &iid(&id)).await;
-    assert_eq!(done.output, Some(Value::Null));
+    assert_eq!(done.output.as_ref().map(Payload::as_str), Some("null"));
     server.shutdown().await;
 }
 
@@ -451,6 +470,32 @@ async fn status_has_the_durable_functions_fields() {
 }
 
 #[tokio::test]
+async fn status_and_list_send_input_output_and_custom_status_as_written() {
+    let server = Server::start(ServeOptions::new()).await;
+    // Spaces in the start body: the input is kept as sent.
+    server
+        .post_json(
+            "/api/orchestrations/unsorted?instanceId=u1",
+            r#"{"zebra": 1, "apple": 2}"#,
+        )
+        .await;
+    wait_done(&server.client, &iid("u1")).await;
+    for path in ["/api/instances/u1", "/api/instances"] {
+        let response = server.req(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap();
+        for field in [
+            r#""input":{"zebra": 1, "apple": 2}"#,
+            r#""output":{"zebra":10,"apple":2}"#,
+            r#""customStatus":{"zebra":2,"apple":2}"#,
+        ] {
+            assert!(text.contains(field), "{path}: {field} in {text}");
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn raise_event_reaches_the_orchestration() {
     let server = Server::start(ServeOptions::new()).await;
     let id = server.start_instance("gated", &json!(1)).await["id"]
@@ -464,7 +509,7 @@ async fn raise_event_reaches_the_orchestration() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body, Value::Null);
     let done = wait_done(&server.client, &iid(&id)).await;
-    assert_eq!(done.output, Some(json!(3)));
+    assert_eq!(done.output_as::<Value>().unwrap(), json!(3));
     server.shutdown().await;
 }
 
@@ -495,7 +540,7 @@ async fn raise_event_once_refuses_a_second_raise_of_the_name() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let done = wait_done(&server.client, &iid(&id)).await;
-    assert_eq!(done.output, Some(json!(3)));
+    assert_eq!(done.output_as::<Value>().unwrap(), json!(3));
     server.shutdown().await;
 }
 
@@ -991,7 +1036,7 @@ async fn unknown_orchestration_is_404_when_the_names_are_known() {
     // The document lists the known names.
     let (_, doc) = server.call(Method::GET, "/api/openapi.json").await;
     let names = &doc["paths"]["/api/orchestrations/{name}"]["post"]["parameters"][0]["schema"]["enum"];
-    assert_eq!(names, &json!(["echo", "emit_names", "gated"]));
+    assert_eq!(names, &json!(["echo", "emit_names", "gated", "unsorted"]));
     server.shutdown().await;
 }
 
@@ -1498,7 +1543,7 @@ async fn unusual_instance_ids_work_on_every_instance_route() {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{id:?}: {body}");
         let done = wait_done(&server.client, &iid(id)).await;
-        assert_eq!(done.output, Some(json!(1)), "{id:?}");
+        assert_eq!(done.output_as::<Value>().unwrap(), json!(1), "{id:?}");
         let (status, body) = server
             .call(Method::GET, &format!("/api/instances/{enc}/events"))
             .await;
@@ -1581,7 +1626,7 @@ async fn payloads_of_the_wrong_type_fail_the_instance_not_the_server() {
         .post_json("/api/instances/other-event/raiseEvent/go", "2")
         .await;
     let meta = wait_done(&server.client, &iid("other-event")).await;
-    assert_eq!(meta.output, Some(json!(2)));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!(2));
     server.shutdown().await;
 }
 

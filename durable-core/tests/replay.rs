@@ -19,7 +19,7 @@ use common::{iid, output_of, read_all, summary, wait_custom_status, wait_done, R
 use durable_core::future::{join_all, select, Either};
 use durable_core::prelude::*;
 use durable_core::store::PostgresStore;
-use durable_core::InstanceMetadata;
+use durable_core::{InstanceMetadata, Payload};
 use serde_json::{json, Value};
 
 async fn echo(_ctx: ActivityContext, v: Value) -> Result<Value, Infallible> {
@@ -95,7 +95,7 @@ fn non_determinism_message(meta: &InstanceMetadata) -> String {
 async fn unchanged_code_replays_to_completion() {
     let meta = run_changed_code(0).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!("done")));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!("done"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +167,7 @@ async fn redeploy(version: u8) -> InstanceMetadata {
 async fn a_new_worker_with_the_same_code_continues_from_the_file() {
     let meta = redeploy(0).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!("done")));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!("done"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +225,7 @@ async fn everything(ctx: OrchestrationContext, round: u64) -> Result<Value, Orch
     Ok(json!(log))
 }
 
-async fn run_everything(options: WorkerOptions) -> (Value, Option<Value>, Vec<(u64, String, Value)>) {
+async fn run_everything(options: WorkerOptions) -> (Payload, Option<Payload>, Vec<(u64, String, Value)>) {
     let rig = Rig::with_options(
         Registry::new()
             .activity("a", echo)
@@ -261,10 +261,13 @@ async fn forced_replay_at_every_turn_gives_identical_results() {
     // And the results are the ones the code means.
     let (output, custom_status, stream) = cached;
     assert_eq!(
-        output,
+        output.parse::<Value>().unwrap(),
         json!([{ "round": 1 }, 10, 11, 12, 13, "race", { "ev": 1 }, 6])
     );
-    assert_eq!(custom_status, Some(json!({ "round": 1, "stage": "done" })));
+    assert_eq!(
+        custom_status.map(|status| status.parse::<Value>().unwrap()),
+        Some(json!({ "round": 1, "stage": "done" }))
+    );
     let mut expected = Vec::new();
     for round in 0..2u64 {
         expected.push(("round".to_owned(), json!(round)));

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 
 use common::{output_of, read_all, wait_done, Rig};
 use durable_core::prelude::*;
+use durable_core::Payload;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -137,7 +138,8 @@ async fn accumulating_outputs_in_custom_status_fails_at_the_16_kib_cap() {
     let last_fitting: Vec<ExecutorOutput> = (0..failing_step).map(executor_output).collect();
     assert_eq!(
         meta.custom_status,
-        Some(serde_json::to_value(&last_fitting).unwrap())
+        Some(Payload::new(&last_fitting).unwrap()),
+        "the status as the orchestration wrote it"
     );
     rig.shutdown().await;
 }
@@ -164,7 +166,10 @@ async fn streamed_run(steps: u64) -> usize {
     let count: usize = output_of(&rig.client, &id).await;
     assert_eq!(count as u64, steps);
     let meta = wait_done(&rig.client, &id).await;
-    assert_eq!(meta.custom_status, Some(json!({ "step": steps, "of": steps })));
+    assert_eq!(
+        meta.custom_status_as::<serde_json::Value>().unwrap(),
+        Some(json!({ "step": steps, "of": steps }))
+    );
     assert_eq!(meta.stream_len, steps);
 
     let events = read_all(&rig.client, &id, 50).await;

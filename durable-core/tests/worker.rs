@@ -77,7 +77,7 @@ async fn graceful_shutdown_hands_claimed_work_over_at_once() {
         .await
         .unwrap();
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!(chain_sum(30))));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!(chain_sum(30)));
     assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(30));
     second.shutdown().await.unwrap();
 }
@@ -183,7 +183,12 @@ async fn small_batches_and_a_tiny_cache_still_run_everything() {
         .collect();
     for id in &ids {
         let meta = wait_done(&rig.client, id).await;
-        assert_eq!(meta.output, Some(json!(chain_sum(5))), "{:?}", meta.failure);
+        assert_eq!(
+            meta.output_as::<Value>().unwrap(),
+            json!(chain_sum(5)),
+            "{:?}",
+            meta.failure
+        );
         assert_eq!(summary(&read_all(&rig.client, id, 100).await), chain_stream(5));
     }
     rig.shutdown().await;
@@ -272,7 +277,7 @@ async fn written_turns_of_quick_steps(steps: u64, options: WorkerOptions) -> usi
     let id = client.start("chain", &steps).await.unwrap();
     let meta = wait_done(&client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!(chain_sum(steps))));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!(chain_sum(steps)));
     assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(steps));
     worker.shutdown().await.unwrap();
     counting
@@ -336,9 +341,12 @@ async fn a_fetch_while_a_batch_is_written_does_not_rewind_a_chained_orchestratio
     .await;
     let meta = wait_done(&client, &id).await;
     assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-    assert_eq!(meta.output, Some(json!(chain_sum(40))));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!(chain_sum(40)));
     assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(40));
-    assert_eq!(wait_done(&client, &other).await.output, Some(json!(chain_sum(1))));
+    assert_eq!(
+        wait_done(&client, &other).await.output_as::<Value>().unwrap(),
+        json!(chain_sum(1))
+    );
     worker.shutdown().await.unwrap();
 }
 
@@ -368,7 +376,7 @@ async fn a_turn_waiting_for_a_slow_activity_is_written_without_it() {
     assert_eq!(meta.stream_len, 1);
     gate.open(1);
     let meta = wait_done(&rig.client, &id).await;
-    assert_eq!(meta.output, Some(json!(chain_sum(3))));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!(chain_sum(3)));
     assert_eq!(summary(&read_all(&rig.client, &id, 100).await), chain_stream(3));
     rig.shutdown().await;
 }
@@ -397,7 +405,7 @@ async fn an_instance_started_beside_a_worker_runs_without_being_read_back() {
     let client = Client::new(store);
     let id = client.start("chain", &5u64).await.unwrap();
     let meta = wait_done(&client, &id).await;
-    assert_eq!(meta.output, Some(json!(chain_sum(5))));
+    assert_eq!(meta.output_as::<Value>().unwrap(), json!(chain_sum(5)));
     assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(5));
     assert_eq!(counting.fetched(), 0, "the instance was fetched");
     worker.shutdown().await.unwrap();
@@ -406,7 +414,10 @@ async fn an_instance_started_beside_a_worker_runs_without_being_read_back() {
     // the next worker's fetch.
     let late = client.start("chain", &2u64).await.unwrap();
     let worker = Worker::start(counting.clone(), quick_registry()).unwrap();
-    assert_eq!(wait_done(&client, &late).await.output, Some(json!(chain_sum(2))));
+    assert_eq!(
+        wait_done(&client, &late).await.output_as::<Value>().unwrap(),
+        json!(chain_sum(2))
+    );
     assert_eq!(counting.fetched(), 1);
     worker.shutdown().await.unwrap();
 }
@@ -438,7 +449,7 @@ async fn two_workers_in_one_process_share_the_instances_started_there() {
         let steps = n % 5 + 1;
         let meta = wait_done(&client, &id).await;
         assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
-        assert_eq!(meta.output, Some(json!(chain_sum(steps))));
+        assert_eq!(meta.output_as::<Value>().unwrap(), json!(chain_sum(steps)));
         assert_eq!(summary(&read_all(&client, &id, 100).await), chain_stream(steps));
     }
     for worker in workers {

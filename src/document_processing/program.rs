@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::{DocumentJob, DocumentProcessing, DocumentResult, MAX_EXECUTORS, MAX_OUTPUT_KB, MIN_EXECUTORS};
 use crate::cli::{Args, CliError, Command};
-use crate::render::{describe, human_bytes, payload_bytes, JsonEvent};
+use crate::render::{describe, human_bytes, JsonEvent};
 
 /// The database used when `--db` is not given: a file in the working
 /// directory.
@@ -411,7 +411,7 @@ async fn watch_run(client: Client, id: InstanceId, run: usize, reports: mpsc::Un
             }
         };
         let live_status_bytes = match client.get_instance(&id).await {
-            Ok(Some(meta)) => meta.custom_status.as_ref().map(|s| payload_bytes(s) as u64),
+            Ok(Some(meta)) => meta.custom_status.as_ref().map(|s| s.as_str().len() as u64),
             _ => None,
         };
         if reports

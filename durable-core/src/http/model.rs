@@ -18,22 +18,51 @@ fn failure(details: &FailureDetails) -> Value {
     json!({ "errorType": details.error_type, "errorMessage": details.message })
 }
 
-/// An instance's status, as `GET /api/instances/{id}` returns it.
-pub(crate) fn instance(meta: &InstanceMetadata) -> Value {
-    json!({
-        "instanceId": meta.instance_id,
-        "name": meta.name,
-        "executionId": meta.execution_id,
-        "runtimeStatus": meta.status.as_str(),
-        "input": meta.input,
-        "output": meta.output,
-        "customStatus": meta.custom_status,
-        "failureDetails": meta.failure.as_ref().map(failure),
-        "createdTime": time(meta.created_at),
-        "lastUpdatedTime": time(meta.last_updated_at),
-        "completedTime": meta.completed_at.map(time),
-        "streamLength": meta.stream_len,
-    })
+/// An instance's status, as `GET /api/instances/{id}` returns it. The
+/// input, output and custom status go out as they were stored, without
+/// being parsed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Instance<'a> {
+    instance_id: &'a InstanceId,
+    name: &'a str,
+    execution_id: &'a str,
+    runtime_status: &'static str,
+    input: &'a Payload,
+    output: Option<&'a Payload>,
+    custom_status: Option<&'a Payload>,
+    failure_details: Option<Value>,
+    created_time: String,
+    last_updated_time: String,
+    completed_time: Option<String>,
+    stream_length: u64,
+}
+
+impl<'a> Instance<'a> {
+    pub(crate) fn new(meta: &'a InstanceMetadata) -> Self {
+        Self {
+            instance_id: &meta.instance_id,
+            name: &meta.name,
+            execution_id: &meta.execution_id,
+            runtime_status: meta.status.as_str(),
+            input: &meta.input,
+            output: meta.output.as_ref(),
+            custom_status: meta.custom_status.as_ref(),
+            failure_details: meta.failure.as_ref().map(failure),
+            created_time: time(meta.created_at),
+            last_updated_time: time(meta.last_updated_at),
+            completed_time: meta.completed_at.map(time),
+            stream_length: meta.stream_len,
+        }
+    }
+}
+
+/// A page of instances, as `GET /api/instances` returns it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InstancesPage<'a> {
+    pub(crate) instances: Vec<Instance<'a>>,
+    pub(crate) continuation_token: Option<String>,
 }
 
 /// A page of stream events, as `GET /api/instances/{id}/events` returns

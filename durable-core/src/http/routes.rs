@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::extract::{parse_u64, JsonBody, Params};
 use super::{model, sse, ApiError, ApiState};
-use crate::{Error, InstanceId, InstanceQuery, RuntimeStatus, StartOptions, MAX_PAGE};
+use crate::{Error, InstanceId, InstanceQuery, Payload, RuntimeStatus, StartOptions, MAX_PAGE};
 
 /// The largest `pageSize` of `GET /api/instances`.
 pub(crate) const MAX_LIST_PAGE: u32 = 1_000;
@@ -113,7 +113,7 @@ async fn start(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
-    JsonBody(input): JsonBody<Value>,
+    JsonBody(input): JsonBody<Payload>,
 ) -> Result<Response, ApiError> {
     let Path(name) = path?;
     let params = Params::parse(query, &["instanceId"])?;
@@ -174,7 +174,7 @@ async fn status(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(id) = path?;
     Params::parse(query, &[])?;
     let id = instance_id(&id)?;
@@ -183,7 +183,7 @@ async fn status(
         .get_instance(&id)
         .await?
         .ok_or(Error::InstanceNotFound(id))?;
-    Ok(Json(model::instance(&meta)))
+    Ok(Json(model::Instance::new(&meta)).into_response())
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
@@ -197,7 +197,7 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 async fn list(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(
         query,
         &[
@@ -262,11 +262,11 @@ async fn list(
         Error::InvalidArgument(message) => ApiError::bad_request("invalid_continuation_token", message),
         other => other.into(),
     })?;
-    let instances: Vec<Value> = page.instances.iter().map(model::instance).collect();
-    Ok(Json(json!({
-        "instances": instances,
-        "continuationToken": page.continuation.as_deref().map(encode_token),
-    })))
+    let body = model::InstancesPage {
+        instances: page.instances.iter().map(model::Instance::new).collect(),
+        continuation_token: page.continuation.as_deref().map(encode_token),
+    };
+    Ok(Json(body).into_response())
 }
 
 /// A continuation token as lower-case hex: opaque and safe in a URL
@@ -294,7 +294,7 @@ async fn raise_event(
     State(state): State<ApiState>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    JsonBody(data): JsonBody<Value>,
+    JsonBody(data): JsonBody<Payload>,
 ) -> Result<StatusCode, ApiError> {
     let Path((id, event)) = path?;
     let params = Params::parse(query, &["once"])?;

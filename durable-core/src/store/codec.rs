@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::{EnqueueOutcome, InstanceState, NewMessage, StoreResult, TurnCommit};
 use crate::instance::{continuation_of, parse_continuation};
@@ -46,6 +45,11 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
 
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// A payload the runtime wrote, read back from column `what`.
+pub(crate) fn stored_payload(text: String, what: &str) -> StoreResult<Payload> {
+    Payload::stored(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 /// The event of inbox message `id`. A message this version cannot read
@@ -162,6 +166,13 @@ pub(crate) trait Columns {
     fn opt_json<T: serde::de::DeserializeOwned>(&self, column: &str) -> StoreResult<Option<T>> {
         self.opt_text(column)?.map(|t| from_json(&t, column)).transpose()
     }
+
+    /// A nullable column holding a payload the runtime wrote.
+    fn opt_payload(&self, column: &str) -> StoreResult<Option<Payload>> {
+        self.opt_text(column)?
+            .map(|t| stored_payload(t, column))
+            .transpose()
+    }
 }
 
 /// Implements [`Columns`] for a backend's row type.
@@ -192,9 +203,9 @@ pub(crate) fn metadata_of(row: &impl Columns) -> StoreResult<InstanceMetadata> {
         name: row.text("name")?,
         execution_id: row.text("execution_id")?,
         status: status_of(&row.text("status")?)?,
-        input: from_json::<Value>(&row.text("input")?, "input")?,
-        output: row.opt_json("output")?,
-        custom_status: row.opt_json("custom_status")?,
+        input: stored_payload(row.text("input")?, "input")?,
+        output: row.opt_payload("output")?,
+        custom_status: row.opt_payload("custom_status")?,
         failure: row.opt_json("failure")?,
         created_at: from_ms(row.int("created_at")?),
         last_updated_at: from_ms(row.int("updated_at")?),

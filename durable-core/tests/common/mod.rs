@@ -125,13 +125,14 @@ where
 pub async fn wait_custom_status(client: &Client, id: &InstanceId, expected: Value) -> InstanceMetadata {
     eventually(&format!("custom status {expected} on {id}"), || async {
         let meta = client.get_instance(id).await.expect("get_instance")?;
+        let status = meta.custom_status_as::<Value>().expect("a JSON custom status");
         assert!(
-            !meta.status.is_terminal() || meta.custom_status.as_ref() == Some(&expected),
+            !meta.status.is_terminal() || status.as_ref() == Some(&expected),
             "instance {id} ended {:?} ({:?}) before its custom status became {expected}",
             meta.status,
             meta.failure
         );
-        (meta.custom_status.as_ref() == Some(&expected)).then_some(meta)
+        (status.as_ref() == Some(&expected)).then_some(meta)
     })
     .await
 }
