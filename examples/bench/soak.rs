@@ -2,8 +2,8 @@
 //! runs and human-approval runs (answered by a client once their request is
 //! pending), with watchers that attach, read a few events, detach and
 //! attach again from their cursor. Every five seconds it notes the runs
-//! completed, the errors, the p99 time of the runs completed in that window
-//! and the resident memory (all of it, and the anonymous part: the heap,
+//! completed, the errors, the p99 time of the runs completed in that window,
+//! the slowest commit of the store in it, and the resident memory (all of it, and the anonymous part: the heap,
 //! without the database file mapped into memory); memory must not grow
 //! without bound.
 
@@ -19,6 +19,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use crate::support::{percentile_ms, round, rss_anon_bytes, rss_bytes, BoxError, Db};
+use crate::timing::TimingStore;
 use crate::Config;
 
 /// The length of a reporting window.
@@ -128,8 +129,10 @@ async fn approval_run(workflows: WorkflowClient, n: u64, tally: Arc<Tally>) {
 /// Runs the soak for `config.seconds`.
 pub(crate) async fn run(config: &Config) -> Result<Map<String, Value>, BoxError> {
     let db = Db::fresh(config).await?;
-    let worker = Worker::start(db.store.clone(), durable_workspace::register(Registry::new()))?;
-    let workflows = WorkflowClient::new(Client::new(db.store.clone()));
+    let timing = Arc::new(TimingStore::commits_only(db.store.clone()));
+    let store: Arc<dyn Store> = timing.clone();
+    let worker = Worker::start(store.clone(), durable_workspace::register(Registry::new()))?;
+    let workflows = WorkflowClient::new(Client::new(store));
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
     let end = started + Duration::from_secs(config.seconds);
@@ -158,6 +161,7 @@ pub(crate) async fn run(config: &Config) -> Result<Map<String, Value>, BoxError>
                 "completed": completed - window_completed,
                 "errors": tally.errors.load(Ordering::Relaxed),
                 "p99_ms": round(percentile_ms(&mut latencies, 99.0), 1),
+                "slowest_commit_ms": round(timing.take_slowest_commit().as_secs_f64() * 1000.0, 1),
                 "rss_bytes": rss,
                 "rss_anon_bytes": rss_anon_bytes(),
                 "in_flight": tasks.len(),

@@ -1,5 +1,6 @@
 //! A store wrapper that records when each stream event's turn committed,
-//! for the emit-to-receive latency of `stream_live`, and counts commits.
+//! for the emit-to-receive latency of `stream_live`, counts commits, and
+//! keeps the slowest commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,12 +17,17 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 /// Delegates to a store and notes the instant each commit returned, per
-/// stream event, and how many commits wrote orchestration turns.
+/// stream event, how many commits wrote orchestration turns, and the
+/// slowest commit.
 #[derive(Debug)]
 pub(crate) struct TimingStore {
     inner: Arc<dyn Store>,
+    /// Whether to note each stream event's commit instant (which keeps one
+    /// entry per event for the life of the store).
+    per_event: bool,
     committed: Mutex<HashMap<(InstanceId, u64), Instant>>,
     commits: AtomicUsize,
+    slowest: Mutex<Duration>,
 }
 
 impl TimingStore {
@@ -29,9 +35,25 @@ impl TimingStore {
     pub(crate) fn new(inner: Arc<dyn Store>) -> Self {
         Self {
             inner,
+            per_event: true,
             committed: Mutex::default(),
             commits: AtomicUsize::new(0),
+            slowest: Mutex::default(),
         }
+    }
+
+    /// Wraps `inner` for a long run: commits are counted and timed, stream
+    /// events are not noted.
+    pub(crate) fn commits_only(inner: Arc<dyn Store>) -> Self {
+        Self {
+            per_event: false,
+            ..Self::new(inner)
+        }
+    }
+
+    /// The slowest commit since the last call.
+    pub(crate) fn take_slowest_commit(&self) -> Duration {
+        std::mem::take(&mut *self.slowest.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// How many commits that wrote at least one turn have returned.
@@ -92,10 +114,18 @@ impl Store for TimingStore {
                 .iter()
                 .map(|t| (t.instance_id.clone(), t.stream.iter().map(|e| e.seq).collect()))
                 .collect();
+            let started = Instant::now();
             let outcomes = self.inner.commit(owner, lease, batch).await?;
             let at = Instant::now();
             if !batch.turns.is_empty() {
                 self.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            {
+                let mut slowest = self.slowest.lock().unwrap_or_else(|e| e.into_inner());
+                *slowest = (*slowest).max(at - started);
+            }
+            if !self.per_event {
+                return Ok(outcomes);
             }
             let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
             for ((id, seqs), outcome) in seqs.into_iter().zip(&outcomes) {
