@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -45,7 +45,8 @@ impl Payload {
 
     /// The payload written as `text`, which must be one JSON value that a
     /// [`serde_json::Value`] can hold: numbers within the range of `f64`
-    /// (`1e400` is refused) and nesting within serde_json's limit of 128.
+    /// (`1e400` is refused), nesting within serde_json's limit of 128, and
+    /// no object with the same key twice.
     ///
     /// # Errors
     ///
@@ -185,7 +186,13 @@ impl<'de> Visitor<'de> for Readable {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_key::<IgnoredAny>()?.is_some() {
+        // A key given twice would be read differently by different readers
+        // (a `Value` keeps the last, a derived struct refuses it).
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key) {
+                return Err(de::Error::custom("an object has the same key twice"));
+            }
             map.next_value_seed(ReadableSeed)?;
         }
         Ok(())
@@ -249,6 +256,17 @@ mod tests {
         ] {
             assert_eq!(Payload::from_text(text).unwrap().as_str(), text);
         }
+    }
+
+    #[test]
+    fn refuses_an_object_with_the_same_key_twice() {
+        for text in [r#"{"a":1,"a":2}"#, r#"[{"x":{"k":1,"\u006b":2}}]"#] {
+            let err = Payload::from_text(text).unwrap_err();
+            assert!(err.to_string().contains("same key twice"), "{text:?}: {err}");
+        }
+        // The same key in different objects is fine.
+        let text = r#"{"a":{"a":1},"b":[{"a":2},{"a":3}]}"#;
+        assert_eq!(Payload::from_text(text).unwrap().as_str(), text);
     }
 
     #[test]
