@@ -175,7 +175,8 @@ impl WorkflowClient {
         request_id: &str,
         response: &R,
     ) -> ClientResult<()> {
-        let response = serde_json::to_value(response)?;
+        // Serialized once for every round it may be sent in.
+        let response = Payload::new(response)?;
         let not_pending = || WorkflowClientError::RequestNotPending {
             instance_id: instance_id.clone(),
             request_id: request_id.to_owned(),
@@ -231,16 +232,20 @@ impl WorkflowClient {
     /// # Errors
     ///
     /// [`durable_core::Error::Timeout`] (inside
-    /// [`WorkflowClientError::Core`]) after `timeout`, or a store error.
+    /// [`WorkflowClientError::Core`]) after `timeout`,
+    /// [`WorkflowClientError::Json`] if the stored outputs cannot be read,
+    /// or a store error.
     pub async fn wait_for_completion(
         &self,
         instance_id: &InstanceId,
         timeout: Duration,
     ) -> ClientResult<WorkflowResult> {
         let metadata = self.client.wait_for_completion(instance_id, timeout).await?;
-        // A completed run's output is the array of its outputs.
+        // A completed run's output is the array of its outputs (a
+        // sub-workflow's, an object that also holds its events, has none
+        // here).
         let outputs = match (&metadata.status, &metadata.output) {
-            (RuntimeStatus::Completed, Some(output)) => output.parse().unwrap_or_default(),
+            (RuntimeStatus::Completed, Some(output)) if output.as_str().starts_with('[') => output.parse()?,
             _ => Vec::new(),
         };
         let error = match metadata.status {

@@ -32,7 +32,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use durable_core::http::{ApiError, HttpApi, JsonBody};
-use durable_core::InstanceId;
+use durable_core::{InstanceId, Payload};
 use serde_json::{json, Value};
 
 use crate::{LiveStatus, PendingRequest, WorkflowClient, WorkflowClientError};
@@ -94,7 +94,7 @@ async fn pending_requests(
 async fn respond(
     State(client): State<WorkflowClient>,
     Path((id, request_id)): Path<(String, String)>,
-    JsonBody(response): JsonBody<Value>,
+    JsonBody(response): JsonBody<Payload>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = instance_id(id)?;
     client
