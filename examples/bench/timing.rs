@@ -109,26 +109,27 @@ impl Store for TimingStore {
         batch: &'a CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>> {
         async move {
-            let seqs: Vec<(InstanceId, Vec<u64>)> = batch
-                .turns
-                .iter()
-                .map(|t| (t.instance_id.clone(), t.stream.iter().map(|e| e.seq).collect()))
-                .collect();
             let started = Instant::now();
-            let outcomes = self.inner.commit(owner, lease, batch).await?;
+            let outcomes = self.inner.commit(owner, lease, batch).await;
             let at = Instant::now();
-            if !batch.turns.is_empty() {
-                self.commits.fetch_add(1, Ordering::Relaxed);
-            }
             {
+                // A commit that stalled and then failed counts too.
                 let mut slowest = self.slowest.lock().unwrap_or_else(|e| e.into_inner());
                 *slowest = (*slowest).max(at - started);
+            }
+            let outcomes = outcomes?;
+            if !batch.turns.is_empty() {
+                self.commits.fetch_add(1, Ordering::Relaxed);
             }
             if !self.per_event {
                 return Ok(outcomes);
             }
+            let seqs = batch
+                .turns
+                .iter()
+                .map(|t| (&t.instance_id, t.stream.iter().map(|e| e.seq)));
             let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
-            for ((id, seqs), outcome) in seqs.into_iter().zip(&outcomes) {
+            for ((id, seqs), outcome) in seqs.zip(&outcomes) {
                 if *outcome == TurnOutcome::Committed {
                     for seq in seqs {
                         committed.insert((id.clone(), seq), at);
