@@ -189,13 +189,40 @@ impl<'de> Visitor<'de> for Readable {
         // A key given twice would be read differently by different readers
         // (a `Value` keeps the last, a derived struct refuses it).
         let mut keys = std::collections::HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             if !keys.insert(key) {
                 return Err(de::Error::custom("an object has the same key twice"));
             }
             map.next_value_seed(ReadableSeed)?;
         }
         Ok(())
+    }
+}
+
+/// An object's key: borrowed from the text unless it holds an escape.
+struct Key;
+
+impl<'de> de::DeserializeSeed<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
+        Ok(key.into())
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(key.to_owned().into())
     }
 }
 

@@ -3,9 +3,9 @@
 //! pending), with watchers that attach, read a few events, detach and
 //! attach again from their cursor. Every five seconds it notes the runs
 //! completed, the errors, the p99 time of the runs completed in that window,
-//! the slowest commit of the store in it, and the resident memory (all of it, and the anonymous part: the heap,
-//! without the database file mapped into memory); memory must not grow
-//! without bound.
+//! the slowest commit of the store in it, and the resident memory (all of
+//! it, and the anonymous part: the heap, without the database file mapped
+//! into memory); memory must not grow without bound.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
