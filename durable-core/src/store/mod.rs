@@ -54,6 +54,28 @@ pub async fn connect(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
 /// A `Result` with a [`StoreError`].
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Runs a client's write to its end in a task of its own, and waits for
+/// its result.
+///
+/// A client's future may be dropped at any await: a timeout, a lost
+/// `select!`, an HTTP handler whose client went away. Run in that future,
+/// a write would stop where it was: in the middle of a transaction, or
+/// written without the in-process signal that tells the workers and
+/// watchers about it (which, with polling off, nothing else would send).
+/// Detached, it is written (or refused) whole and signalled, whether or
+/// not anyone still waits for the answer.
+pub(crate) async fn detached<T, F>(write: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = StoreResult<T>> + Send + 'static,
+{
+    tokio::spawn(write).await.unwrap_or_else(|e| {
+        Err(StoreError::Database(
+            format!("the write did not finish: {e}").into(),
+        ))
+    })
+}
+
 /// A new instance to create (by a client start or a sub-orchestration).
 #[derive(Debug, Clone)]
 pub struct NewInstance {

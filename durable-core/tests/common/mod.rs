@@ -235,3 +235,100 @@ pub fn emitting_turn(item: &OrchestrationWorkItem, stream: Vec<(u64, u64)>) -> T
             .collect(),
     }
 }
+
+/// A small seeded random number generator (SplitMix64): the same seed
+/// gives the same numbers on every machine and every version, so that a
+/// failing seed can be run again.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
+
+/// The seed a randomized test runs with: `DURABLE_TEST_SEED` (decimal or
+/// `0x` hexadecimal) if set, else `default`. The test prints it.
+pub fn seed_from_env(default: u64) -> u64 {
+    let seed = std::env::var("DURABLE_TEST_SEED")
+        .ok()
+        .and_then(|s| match s.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => s.parse().ok(),
+        })
+        .unwrap_or(default);
+    eprintln!("seed {seed:#x} (set DURABLE_TEST_SEED to run another)");
+    seed
+}
+
+/// A PostgreSQL store in a schema of its own, for a test that runs when
+/// `DURABLE_TEST_POSTGRES_URL` is set (and says it skipped otherwise).
+pub struct TestPostgres {
+    pub store: Arc<dyn Store>,
+    url: String,
+    schema: String,
+}
+
+impl TestPostgres {
+    /// `None` (printing that the test is skipped) without a URL.
+    pub async fn open() -> Option<Self> {
+        let Ok(url) = std::env::var("DURABLE_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: DURABLE_TEST_POSTGRES_URL is not set, so this PostgreSQL test does not run");
+            return None;
+        };
+        let schema = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let store = Self::connect(&url, &schema).await;
+        Some(Self { store, url, schema })
+    }
+
+    async fn connect(url: &str, schema: &str) -> Arc<dyn Store> {
+        let options = durable_core::store::PostgresStoreOptions::new(url)
+            .schema(schema)
+            .max_connections(8);
+        Arc::new(
+            durable_core::store::PostgresStore::with_options(options)
+                .await
+                .expect("postgres store"),
+        )
+    }
+
+    /// Another store on the same schema, as another process would have.
+    pub async fn reopen(&self) -> Arc<dyn Store> {
+        Self::connect(&self.url, &self.schema).await
+    }
+
+    /// Drops the schema.
+    pub async fn cleanup(self) {
+        drop(self.store);
+        let pool = sqlx::PgPool::connect(&self.url)
+            .await
+            .expect("connect for cleanup");
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .execute(&pool)
+            .await
+            .expect("drop the test schema");
+    }
+}

@@ -33,9 +33,9 @@ use super::codec::{
     state_of, status_of, stream_event_of, to_json, Columns,
 };
 use super::{
-    ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
-    MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store, StoreResult,
-    StreamRead, TurnOutcome,
+    detached, ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome,
+    InboxMessage, MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store,
+    StoreResult, StreamRead, TurnOutcome,
 };
 use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 use listen::{Change, Notifier};
@@ -100,11 +100,18 @@ impl PostgresStoreOptions {
 /// ```
 #[derive(Debug)]
 pub struct PostgresStore {
+    inner: Arc<Inner>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+/// What the store's methods share, also with the tasks that write on
+/// their behalf (see [`detached`]).
+#[derive(Debug)]
+struct Inner {
     pool: PgPool,
     changes: Arc<ChangeFeed>,
     notifier: Notifier,
     poll_interval: Option<Duration>,
-    listener: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for PostgresStore {
@@ -128,7 +135,7 @@ fn valid_schema(schema: &str) -> StoreResult<()> {
     }
 }
 
-impl PostgresStore {
+impl Inner {
     /// Creates `instance` in one transaction, unless a non-terminal
     /// instance has its id. Fails with a conflict if a concurrent
     /// transaction created the id meanwhile.
@@ -140,76 +147,6 @@ impl PostgresStore {
         writes.execute(&mut tx, now_ms()).await?;
         tx.commit().await.map_err(db)?;
         Ok(outcome)
-    }
-
-    /// Connects with default options and runs the migrations.
-    ///
-    /// # Errors
-    ///
-    /// Fails if the database cannot be reached or the migrations fail.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
-        Self::with_options(PostgresStoreOptions::new(url)).await
-    }
-
-    /// Connects with explicit options and runs the migrations.
-    ///
-    /// # Errors
-    ///
-    /// Fails if the URL or the schema name is invalid, the database cannot
-    /// be reached or the migrations fail.
-    pub async fn with_options(options: PostgresStoreOptions) -> StoreResult<Self> {
-        let mut connect: PgConnectOptions = options
-            .url
-            .parse()
-            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
-        // One connection first: a wrong URL or a server that is not there
-        // fails here at once (a pool would retry until its timeout).
-        let mut first = PgConnection::connect_with(&connect).await.map_err(db)?;
-        let channel = match &options.schema {
-            Some(schema) => {
-                valid_schema(schema)?;
-                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                    .execute(&mut first)
-                    .await
-                    .map_err(db)?;
-                connect = connect.options([("search_path", schema.as_str())]);
-                format!("durable_{schema}")
-            }
-            None => "durable_changes".to_owned(),
-        };
-        let _ = first.close().await;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .test_before_acquire(false)
-            .connect_with(connect)
-            .await
-            .map_err(db)?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migration(Box::new(e)))?;
-        let changes = Arc::new(ChangeFeed::new());
-        let origin = uuid::Uuid::new_v4().simple().to_string();
-        let notifier = Notifier::start(pool.clone(), channel.clone(), origin.clone());
-        let listener = tokio::spawn(listen::run(
-            pool.clone(),
-            channel,
-            origin,
-            Arc::downgrade(&changes),
-        ));
-        Ok(Self {
-            pool,
-            changes,
-            notifier,
-            poll_interval: options.poll_interval,
-            listener,
-        })
-    }
-
-    /// Closes the connections.
-    pub async fn close(&self) {
-        self.listener.abort();
-        self.pool.close().await;
     }
 
     /// Tells this process's waiters and the other processes what changed.
@@ -416,6 +353,80 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Connects with default options and runs the migrations.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the database cannot be reached or the migrations fail.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::with_options(PostgresStoreOptions::new(url)).await
+    }
+
+    /// Connects with explicit options and runs the migrations.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the URL or the schema name is invalid, the database cannot
+    /// be reached or the migrations fail.
+    pub async fn with_options(options: PostgresStoreOptions) -> StoreResult<Self> {
+        let mut connect: PgConnectOptions = options
+            .url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        // One connection first: a wrong URL or a server that is not there
+        // fails here at once (a pool would retry until its timeout).
+        let mut first = PgConnection::connect_with(&connect).await.map_err(db)?;
+        let channel = match &options.schema {
+            Some(schema) => {
+                valid_schema(schema)?;
+                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                    .execute(&mut first)
+                    .await
+                    .map_err(db)?;
+                connect = connect.options([("search_path", schema.as_str())]);
+                format!("durable_{schema}")
+            }
+            None => "durable_changes".to_owned(),
+        };
+        let _ = first.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .test_before_acquire(false)
+            .connect_with(connect)
+            .await
+            .map_err(db)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(Box::new(e)))?;
+        let changes = Arc::new(ChangeFeed::new());
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        let notifier = Notifier::start(pool.clone(), channel.clone(), origin.clone());
+        let listener = tokio::spawn(listen::run(
+            pool.clone(),
+            channel,
+            origin,
+            Arc::downgrade(&changes),
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                changes,
+                notifier,
+                poll_interval: options.poll_interval,
+            }),
+            listener,
+        })
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) {
+        self.listener.abort();
+        self.inner.pool.close().await;
+    }
+}
+
 /// The insert of `message` into its instance's inbox, if the instance
 /// exists and is not terminal.
 fn insert_message(
@@ -447,46 +458,49 @@ async fn instance_status<'e>(
 
 impl Store for PostgresStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
-        async move {
+        let this = self.inner.clone();
+        detached(async move {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let outcome = match self.create_once(&instance).await {
+                let outcome = match this.create_once(&instance).await {
                     // Another transaction created the id after this one
                     // found it free: look again, to find it taken.
                     Err(StoreError::Conflict(_)) if attempt < 3 => continue,
                     outcome => outcome?,
                 };
                 if outcome == CreateOutcome::Created {
-                    self.changes.reset_instance(&instance.instance_id);
-                    self.announce(Change::work(Some(instance.instance_id.clone())));
+                    this.changes.reset_instance(&instance.instance_id);
+                    this.announce(Change::work(Some(instance.instance_id.clone())));
                 }
                 return Ok(outcome);
             }
-        }
+        })
         .boxed()
     }
 
     fn enqueue_message(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
-        async move {
+        let this = self.inner.clone();
+        detached(async move {
             let inserted = insert_message(&message)?
-                .execute(&self.pool)
+                .execute(&this.pool)
                 .await
                 .map_err(db)?
                 .rows_affected();
             if inserted == 1 {
-                return Ok(self.enqueued(&message));
+                return Ok(this.enqueued(&message));
             }
-            let status = instance_status(&self.pool, &message.instance_id).await?;
+            let status = instance_status(&this.pool, &message.instance_id).await?;
             refusal(status, false)
-        }
+        })
         .boxed()
     }
 
     fn enqueue_event_once(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
-        async move {
+        let this = self.inner.clone();
+        detached(async move {
             let name = raised_name(&message)?;
-            let mut tx = self.begin().await?;
+            let mut tx = this.begin().await?;
             // The primary key makes a concurrent transaction taking the same
             // name wait for this one, and then take nothing.
             let taken = sqlx::query(
@@ -503,12 +517,12 @@ impl Store for PostgresStore {
             if taken == 1 {
                 insert_message(&message)?.execute(&mut *tx).await.map_err(db)?;
                 tx.commit().await.map_err(db)?;
-                return Ok(self.enqueued(&message));
+                return Ok(this.enqueued(&message));
             }
             let status = instance_status(&mut *tx, &message.instance_id).await?;
             tx.commit().await.map_err(db)?;
             refusal(status, true)
-        }
+        })
         .boxed()
     }
 
@@ -518,7 +532,7 @@ impl Store for PostgresStore {
         lease: Duration,
         max: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<OrchestrationWorkItem>>> {
-        self.fetch_orchestrations_inner(owner, lease, max).boxed()
+        self.inner.fetch_orchestrations_inner(owner, lease, max).boxed()
     }
 
     fn load_history<'a>(
@@ -529,7 +543,7 @@ impl Store for PostgresStore {
             let rows: Vec<(String,)> =
                 sqlx::query_as("SELECT event FROM history WHERE instance_id = $1 ORDER BY idx")
                     .bind(instance_id.as_str())
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.inner.pool)
                     .await
                     .map_err(db)?;
             rows.iter()
@@ -545,7 +559,7 @@ impl Store for PostgresStore {
         lease: Duration,
         batch: &'a CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>> {
-        self.commit_inner(owner, lease, batch).boxed()
+        self.inner.commit_inner(owner, lease, batch).boxed()
     }
 
     fn abandon_orchestration<'a>(
@@ -563,7 +577,7 @@ impl Store for PostgresStore {
             .bind(instance_id.as_str())
             .bind(owner)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.inner.pool)
             .await
             .map_err(db)?;
             Ok(())
@@ -577,13 +591,13 @@ impl Store for PostgresStore {
         lease: Duration,
         max: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<ActivityWorkItem>>> {
-        self.fetch_activities_inner(owner, lease, max).boxed()
+        self.inner.fetch_activities_inner(owner, lease, max).boxed()
     }
 
     fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let until = lease_end(lease);
-            let mut tx = self.begin().await?;
+            let mut tx = self.inner.begin().await?;
             for table in ["instances", "activities"] {
                 sqlx::query(&format!(
                     "UPDATE {table} SET lock_expires = $1 WHERE lock_owner = $2"
@@ -602,7 +616,7 @@ impl Store for PostgresStore {
 
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            let mut tx = self.begin().await?;
+            let mut tx = self.inner.begin().await?;
             for table in ["instances", "activities"] {
                 sqlx::query(&format!(
                     "UPDATE {table} SET lock_owner = NULL, lock_expires = 0 WHERE lock_owner = $1"
@@ -615,7 +629,7 @@ impl Store for PostgresStore {
             tx.commit().await.map_err(db)?;
             let mut change = Change::work(None);
             change.activity_work = true;
-            self.announce(change);
+            self.inner.announce(change);
             Ok(())
         }
         .boxed()
@@ -629,7 +643,7 @@ impl Store for PostgresStore {
                  (SELECT MIN(lock_expires) FROM activities WHERE lock_expires > $1)",
             )
             .bind(now_ms())
-            .fetch_one(&self.pool)
+            .fetch_one(&self.inner.pool)
             .await
             .map_err(db)?;
             Ok([row.0, row.1, row.2].into_iter().flatten().min().map(from_ms))
@@ -644,7 +658,7 @@ impl Store for PostgresStore {
         async move {
             let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1")
                 .bind(instance_id.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.inner.pool)
                 .await
                 .map_err(db)?;
             row.as_ref().map(metadata_of).transpose()
@@ -655,7 +669,7 @@ impl Store for PostgresStore {
     fn list_instances(&self, query: InstanceQuery) -> BoxFuture<'_, StoreResult<InstancePage>> {
         async move {
             let (mut sql, page_size) = list_query::<Postgres>(&query)?;
-            let rows = sql.build().fetch_all(&self.pool).await.map_err(db)?;
+            let rows = sql.build().fetch_all(&self.inner.pool).await.map_err(db)?;
             let instances = rows.iter().map(metadata_of).collect::<StoreResult<Vec<_>>>()?;
             Ok(list_page(instances, page_size))
         }
@@ -663,8 +677,11 @@ impl Store for PostgresStore {
     }
 
     fn purge_instance<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<PurgeOutcome>> {
-        async move {
-            let mut tx = self.begin().await?;
+        let this = self.inner.clone();
+        let instance_id = instance_id.clone();
+        detached(async move {
+            let instance_id = &instance_id;
+            let mut tx = this.begin().await?;
             let rows = write::instance_rows(&mut tx, &[instance_id.as_str()]).await?;
             let outcome = match rows.get(instance_id.as_str()) {
                 None => PurgeOutcome::NotFound,
@@ -676,11 +693,11 @@ impl Store for PostgresStore {
             };
             tx.commit().await.map_err(db)?;
             if outcome == PurgeOutcome::Purged {
-                self.changes.reset_instance(instance_id);
-                self.announce(Change::instance(instance_id.clone()));
+                this.changes.reset_instance(instance_id);
+                this.announce(Change::instance(instance_id.clone()));
             }
             Ok(outcome)
-        }
+        })
         .boxed()
     }
 
@@ -690,14 +707,14 @@ impl Store for PostgresStore {
         after: u64,
         limit: u32,
     ) -> BoxFuture<'a, StoreResult<Option<StreamRead>>> {
-        self.read_stream_inner(instance_id, after, limit).boxed()
+        self.inner.read_stream_inner(instance_id, after, limit).boxed()
     }
 
     fn changes(&self) -> &ChangeFeed {
-        &self.changes
+        &self.inner.changes
     }
 
     fn poll_interval(&self) -> Option<Duration> {
-        self.poll_interval
+        self.inner.poll_interval
     }
 }

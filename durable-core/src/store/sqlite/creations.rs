@@ -3,9 +3,12 @@
 //! Each creation is a transaction of its own on the one writer connection,
 //! so a client starting many instances at once would wait for as many
 //! syncs of the database, one after another, behind the worker's commits
-//! as well. Instead a creation joins a queue; whoever gets the writer next
-//! takes every creation waiting and writes them in one transaction, then
-//! answers each (group commit).
+//! as well. Instead a creation joins a queue, and one task (started by the
+//! first creation that finds none running) waits for the writer, takes
+//! every creation waiting, writes them in one transaction and answers
+//! each (group commit), until the queue is empty. The task is nobody's
+//! caller: a client that stops waiting for its answer stops neither its
+//! own creation nor the others written with it.
 
 use std::sync::Mutex;
 
@@ -29,7 +32,14 @@ impl Waiting {
 /// The creations waiting for the writer.
 #[derive(Debug, Default)]
 pub(super) struct Creations {
-    queue: Mutex<Vec<Waiting>>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// Whether a task writes the queue.
+    writing: bool,
 }
 
 impl std::fmt::Debug for Waiting {
@@ -41,19 +51,60 @@ impl std::fmt::Debug for Waiting {
 }
 
 impl Creations {
-    /// Queues `instance`; the receiver gets its outcome once written.
-    pub(super) fn push(&self, instance: NewInstance) -> oneshot::Receiver<StoreResult<CreateOutcome>> {
+    /// Queues `instance`; the receiver gets its outcome once written. True
+    /// if no task writes the queue: the caller starts one, which takes the
+    /// queue over with [`Writing::new`].
+    pub(super) fn push(
+        &self,
+        instance: NewInstance,
+    ) -> (oneshot::Receiver<StoreResult<CreateOutcome>>, bool) {
         let (answer, answered) = oneshot::channel();
-        self.lock().push(Waiting { instance, answer });
-        answered
+        let mut queue = self.lock();
+        queue.waiting.push(Waiting { instance, answer });
+        let start = !queue.writing;
+        queue.writing = true;
+        (answered, start)
     }
 
-    /// Every creation waiting, oldest first.
-    pub(super) fn take(&self) -> Vec<Waiting> {
-        std::mem::take(&mut *self.lock())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The task that writes the queue, while it runs.
+pub(super) struct Writing<'a> {
+    creations: &'a Creations,
+    /// Whether it found the queue empty and stopped.
+    stopped: bool,
+}
+
+impl<'a> Writing<'a> {
+    pub(super) fn new(creations: &'a Creations) -> Self {
+        Self {
+            creations,
+            stopped: false,
+        }
+    }
+
+    /// Every creation waiting, oldest first. None: the queue is empty,
+    /// and the task stops (the next creation starts another).
+    pub(super) fn take(&mut self) -> Vec<Waiting> {
+        let mut queue = self.creations.lock();
+        let waiting = std::mem::take(&mut queue.waiting);
+        if waiting.is_empty() {
+            queue.writing = false;
+            self.stopped = true;
+        }
+        waiting
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if !self.stopped {
+            // The task was stopped (its runtime shut down): the next
+            // creation starts another, which takes what waits.
+            self.creations.lock().writing = false;
+        }
     }
 }

@@ -7,6 +7,17 @@
 //! the statement. The store therefore takes its connections from the pool
 //! (which opens them with the store's options) and keeps them, handing
 //! them out one user at a time.
+//!
+//! A user that is dropped in the middle of its work (its caller's future
+//! was dropped, or its runtime shut down) can leave the connection in a
+//! transaction: sqlx's SQLite thread stops running a multi-statement query
+//! as soon as nobody reads its results, so a `BEGIN IMMEDIATE ... COMMIT`
+//! query may stop before its `COMMIT` (a statement stopped between rows
+//! is reset by sqlx, which ends its snapshot). Every user therefore says
+//! when it is done with [`HeldConn::finish`]; a connection given back
+//! without that is rolled back before its next user gets it, so that
+//! nobody else's statements run inside the transaction it left, and the
+//! write lock it holds is let go.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,11 +27,20 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+/// A connection no one uses.
+#[derive(Debug)]
+struct Idle {
+    conn: PoolConnection<Sqlite>,
+    /// Whether its last user finished its work: otherwise it may be inside
+    /// a transaction, or in the middle of a read.
+    clean: bool,
+}
+
 /// Up to `size` connections of `pool`, kept out of it.
 #[derive(Debug)]
 pub(super) struct Held {
     pool: SqlitePool,
-    idle: Mutex<Vec<PoolConnection<Sqlite>>>,
+    idle: Mutex<Vec<Idle>>,
     /// One permit per connection: a user holding one finds an idle
     /// connection or room in the pool for a new one.
     permits: Semaphore,
@@ -37,7 +57,8 @@ impl Held {
         }
     }
 
-    /// A connection for one user, waiting while all are in use.
+    /// A connection for one user, waiting while all are in use. The user
+    /// calls [`HeldConn::finish`] once done with it.
     pub(super) async fn get(&self) -> Result<HeldConn<'_>, sqlx::Error> {
         let permit = self
             .permits
@@ -45,16 +66,22 @@ impl Held {
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => self.pool.acquire().await?,
+        let (conn, clean) = match idle {
+            Some(Idle { conn, clean }) => (conn, clean),
+            None => (self.pool.acquire().await?, true),
         };
-        Ok(HeldConn {
+        let mut conn = HeldConn {
             held: self,
             conn: Some(conn),
             discard: Arc::default(),
+            finished: false,
             _permit: permit,
-        })
+        };
+        if !clean {
+            // Dropped here too, it stays to be cleaned.
+            conn.clean().await;
+        }
+        Ok(conn)
     }
 
     /// Closes the connections.
@@ -73,10 +100,27 @@ pub(super) struct HeldConn<'a> {
     conn: Option<PoolConnection<Sqlite>>,
     /// Set to close the connection instead of keeping it.
     discard: Arc<AtomicBool>,
+    /// Whether the user said it is done ([`HeldConn::finish`]).
+    finished: bool,
     _permit: SemaphorePermit<'a>,
 }
 
 impl HeldConn<'_> {
+    /// Gives the connection back after work that ended as the user
+    /// wanted: no transaction open, no read half done.
+    pub(super) fn finish(mut self) {
+        self.finished = true;
+    }
+
+    /// Ends the transaction a user that did not finish may have left
+    /// open (if its `COMMIT` did not run). The connection's thread runs
+    /// commands in order, so whatever the user's last query still did is
+    /// done by then.
+    async fn clean(&mut self) {
+        // An error here says there was no transaction to end.
+        let _ = sqlx::query("ROLLBACK").execute(&mut **self).await;
+        tracing::debug!("rolled back what the last user of a SQLite connection left");
+    }
     /// Closes the connection instead of keeping it: the next user gets a
     /// new one.
     pub(super) fn discard(&self) {
@@ -117,10 +161,11 @@ impl Drop for HeldConn<'_> {
             conn.close_on_drop();
             return;
         }
+        let clean = self.finished;
         self.held
             .idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(conn);
+            .push(Idle { conn, clean });
     }
 }

@@ -21,9 +21,9 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::{
-    ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, InboxMessage,
-    InstanceState, MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store,
-    StoreResult, StreamRead, TurnOutcome,
+    detached, ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome,
+    InboxMessage, InstanceState, MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome,
+    Store, StoreResult, StreamRead, TurnOutcome,
 };
 use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 
@@ -141,6 +141,13 @@ impl SqliteStoreOptions {
 /// ```
 #[derive(Debug)]
 pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+/// What the store's methods share, also with the tasks that write on
+/// their behalf (see [`detached`]).
+#[derive(Debug)]
+struct Inner {
     /// The one connection that writes.
     writer: Arc<Held>,
     /// Whether the writer connection may be new or unable to write, and
@@ -234,12 +241,14 @@ impl SqliteStore {
             }
         };
         Ok(Self {
-            check_writer: AtomicBool::new(matches!(options.target, Target::File(_))),
-            writer,
-            reader,
-            creations: Creations::default(),
-            changes: ChangeFeed::new(),
-            poll_interval: options.poll_interval,
+            inner: Arc::new(Inner {
+                check_writer: AtomicBool::new(matches!(options.target, Target::File(_))),
+                writer,
+                reader,
+                creations: Creations::default(),
+                changes: ChangeFeed::new(),
+                poll_interval: options.poll_interval,
+            }),
         })
     }
 
@@ -316,10 +325,19 @@ impl SqliteStore {
                 .run_direct(&mut *conn)
                 .await
                 .map_err(|e| StoreError::Migration(Box::new(e)))?;
+            conn.finish();
         }
         Ok((writer, reader))
     }
 
+    /// Closes the connections.
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.reader.close().await;
+    }
+}
+
+impl Inner {
     /// The writer connection, checked first if it may be new or unable to
     /// write (see `check_writer`): SQLite opens a file it cannot write
     /// read-only, and such a connection would fail every write for as long
@@ -368,12 +386,6 @@ impl SqliteStore {
             Err(e) => Err(db(e)),
         }
     }
-
-    /// Closes the connections.
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
-    }
 }
 
 /// The insert of `message` into its instance's inbox, if the instance
@@ -415,31 +427,68 @@ async fn check_writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::E
     tx.rollback().await
 }
 
-impl SqliteStore {
+impl Inner {
+    /// Writes the creations queued in `creations` until none is left,
+    /// answering each: the task that [`SqliteStore::create_instance`]
+    /// starts when none runs. Whoever started a creation may stop waiting
+    /// for its answer; the creation is written all the same, and so are
+    /// the others written with it.
+    async fn write_creations(self: Arc<Self>) {
+        let mut guard = creations::Writing::new(&self.creations);
+        loop {
+            // Creations queue up while the writer is busy.
+            let conn = self.writer_conn().await;
+            let waiting = guard.take();
+            if waiting.is_empty() {
+                if let Ok(conn) = conn {
+                    conn.finish();
+                }
+                return;
+            }
+            match conn {
+                // Ours may have been written by another caller: its answer
+                // is waiting.
+                Ok(conn) => self.create_together(conn, waiting).await,
+                Err(e) => {
+                    let message = e.to_string();
+                    for w in waiting {
+                        w.answer(Err(StoreError::Database(message.clone().into())));
+                    }
+                }
+            }
+        }
+    }
+
     /// Writes the creations in `waiting` and answers each: all in one
     /// transaction if their ids are new, else one by one.
-    async fn create_together(&self, conn: &mut HeldConn<'_>, waiting: Vec<Waiting>) {
+    async fn create_together(&self, mut conn: HeldConn<'_>, waiting: Vec<Waiting>) {
         if waiting.len() > 1 {
             let mut sql = write::Sql::transaction();
             let built = waiting
                 .iter()
                 .try_for_each(|w| sql.create_new_instance(&w.instance));
             if built.is_ok() {
-                if let Ok(message_ids) = sql.commit(conn).await {
+                if let Ok(message_ids) = sql.commit(&mut conn).await {
                     let created: Vec<&NewInstance> = waiting.iter().map(|w| &w.instance).collect();
                     self.created(&created, &message_ids);
                     for w in waiting {
                         w.answer(Ok(CreateOutcome::Created));
                     }
+                    conn.finish();
                     return;
                 }
             }
             // A taken id (or any other failure): each on its own, with its
             // own outcome.
         }
+        let mut clean = true;
         for w in waiting {
-            let outcome = self.create_one(conn, &w.instance).await;
+            let outcome = self.create_one(&mut conn, &w.instance).await;
+            clean &= outcome.is_ok();
             w.answer(outcome);
+        }
+        if clean {
+            conn.finish();
         }
     }
 
@@ -496,7 +545,77 @@ impl SqliteStore {
         Ok(outcome)
     }
 
-    async fn commit_inner(
+    async fn enqueue_message(&self, message: NewMessage) -> StoreResult<EnqueueOutcome> {
+        // One statement in its own transaction: the message goes in only
+        // if the instance exists and is not terminal.
+        let mut conn = self.writer_conn().await?;
+        let inserted = insert_message(&message)?
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        conn.finish();
+        if inserted == 1 {
+            return Ok(self.enqueued(&message));
+        }
+        let mut conn = self.reader_conn().await?;
+        let status = instance_status(&mut conn, &message.instance_id).await?;
+        conn.finish();
+        refusal(status, false)
+    }
+
+    async fn enqueue_event_once(&self, message: NewMessage) -> StoreResult<EnqueueOutcome> {
+        let name = raised_name(&message)?;
+        let mut conn = self.writer_conn().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        // The name is taken for the current execution only if the
+        // instance exists and is not terminal; then the message goes in.
+        let taken = sqlx::query(
+            "INSERT OR IGNORE INTO events_raised_once (instance_id, execution_id, name) \
+             SELECT instance_id, execution_id, ?2 FROM instances WHERE instance_id = ?1 \
+             AND status NOT IN ('Completed', 'Failed', 'Terminated')",
+        )
+        .bind(message.instance_id.as_str())
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if taken == 1 {
+            insert_message(&message)?.execute(&mut *tx).await.map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            conn.finish();
+            return Ok(self.enqueued(&message));
+        }
+        let status = instance_status(&mut tx, &message.instance_id).await?;
+        tx.commit().await.map_err(db)?;
+        conn.finish();
+        refusal(status, true)
+    }
+
+    async fn purge_instance(&self, instance_id: &InstanceId) -> StoreResult<PurgeOutcome> {
+        let mut conn = self.writer_conn().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        let rows = write::instance_rows(&mut tx, &[instance_id.as_str()]).await?;
+        let outcome = match rows.get(instance_id.as_str()) {
+            None => PurgeOutcome::NotFound,
+            Some(row) if !row.status.is_terminal() => PurgeOutcome::NotTerminal(row.status),
+            Some(_) => {
+                let mut sql = write::Sql::new();
+                sql.delete_instance_rows(instance_id.as_str());
+                sql.execute(&mut tx).await?;
+                PurgeOutcome::Purged
+            }
+        };
+        tx.commit().await.map_err(db)?;
+        conn.finish();
+        if outcome == PurgeOutcome::Purged {
+            self.changes.reset_instance(instance_id);
+        }
+        Ok(outcome)
+    }
+
+    async fn commit(
         &self,
         owner: &str,
         lease: Duration,
@@ -507,9 +626,15 @@ impl SqliteStore {
         let fast = if fast::applies_to(batch) {
             let mut conn = self.writer_conn().await?;
             match fast::commit(&mut conn, owner, lease_until, now, batch).await {
-                Ok(wake) => Some(wake),
+                Ok(wake) => {
+                    conn.finish();
+                    Some(wake)
+                }
                 // A turn's instance changed: check turn by turn.
-                Err(StoreError::Conflict(_)) => None,
+                Err(StoreError::Conflict(_)) => {
+                    conn.finish();
+                    None
+                }
                 Err(e) => {
                     // The connection may be one that cannot write.
                     self.check_writer.store(true, Ordering::Release);
@@ -526,6 +651,7 @@ impl SqliteStore {
                 let mut tx = self.begin(&mut conn).await?;
                 let written = write::commit_batch(&mut tx, owner, lease_until, now, batch).await?;
                 tx.commit().await.map_err(db)?;
+                conn.finish();
                 written
             }
         };
@@ -539,15 +665,12 @@ impl SqliteStore {
         Ok(outcomes)
     }
 
-    async fn fetch_orchestrations_inner(
-        &self,
-        owner: &str,
-        max: usize,
-    ) -> StoreResult<Vec<OrchestrationWorkItem>> {
+    async fn fetch_orchestrations(&self, owner: &str, max: usize) -> StoreResult<Vec<OrchestrationWorkItem>> {
         // Optimistic: nothing is claimed here. SQLite has one writer at a
         // time, and the version check of the commit makes sure that only one
         // worker's turn of an instance is written. One statement reads the
         // instances and their messages from one snapshot.
+        let mut conn = self.reader_conn().await?;
         let rows = sqlx::query(
             "WITH ready AS (SELECT instance_id, name, execution_id, status, version, history_len, \
              stream_seq, execution_emits, custom_status FROM instances i \
@@ -565,9 +688,10 @@ impl SqliteStore {
         .bind(now_ms())
         .bind(owner)
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&mut *self.reader_conn().await?)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
+        conn.finish();
         let mut items: Vec<OrchestrationWorkItem> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for row in &rows {
@@ -595,7 +719,46 @@ impl SqliteStore {
         Ok(items)
     }
 
-    async fn fetch_activities_inner(
+    async fn load_history(&self, instance_id: &InstanceId) -> StoreResult<Vec<HistoryEvent>> {
+        let mut conn = self.reader_conn().await?;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT event FROM history WHERE instance_id = ? ORDER BY idx")
+                .bind(instance_id.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db)?;
+        conn.finish();
+        rows.iter()
+            .map(|(text,)| from_json(text, "history event"))
+            .collect()
+    }
+
+    async fn abandon_orchestration(
+        &self,
+        owner: &str,
+        instance_id: &InstanceId,
+        retry_after: Duration,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        let mut conn = self.writer_conn().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        sqlx::query(
+            "UPDATE instances SET lock_owner = NULL, lock_expires = ? \
+             WHERE instance_id = ? AND (lock_owner = ? OR lock_expires <= ?)",
+        )
+        .bind(lease_end(retry_after))
+        .bind(instance_id.as_str())
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        conn.finish();
+        Ok(())
+    }
+
+    async fn fetch_activities(
         &self,
         owner: &str,
         lease: Duration,
@@ -603,11 +766,13 @@ impl SqliteStore {
     ) -> StoreResult<Vec<ActivityWorkItem>> {
         let now = now_ms();
         // A cheap read first: most polls find nothing and need no write lock.
+        let mut conn = self.reader_conn().await?;
         let any: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM activities WHERE lock_expires <= ? LIMIT 1")
             .bind(now)
-            .fetch_optional(&mut *self.reader_conn().await?)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(db)?;
+        conn.finish();
         if any.is_none() {
             return Ok(Vec::new());
         }
@@ -626,6 +791,7 @@ impl SqliteStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
+        conn.finish();
         rows.iter()
             .map(|row| {
                 let (input, input_error) = activity_input(row.try_get::<&str, _>("input").map_err(db)?);
@@ -644,33 +810,72 @@ impl SqliteStore {
             .collect()
     }
 
-    async fn next_wakeup_inner(&self) -> StoreResult<Option<DateTime<Utc>>> {
+    /// Sets the lease end of every lease `owner` holds (`None`: releases
+    /// them).
+    async fn update_leases(&self, owner: &str, until: Option<i64>) -> StoreResult<()> {
+        let mut conn = self.writer_conn().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        for table in ["instances", "activities"] {
+            let sql = match until {
+                Some(_) => format!("UPDATE {table} SET lock_expires = ? WHERE lock_owner = ?"),
+                None => {
+                    format!("UPDATE {table} SET lock_owner = NULL, lock_expires = ? WHERE lock_owner = ?")
+                }
+            };
+            sqlx::query(&sql)
+                .bind(until.unwrap_or(0))
+                .bind(owner)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        conn.finish();
+        if until.is_none() {
+            self.changes.notify_orchestration_work();
+            self.changes.notify_activity_work();
+        }
+        Ok(())
+    }
+
+    async fn next_wakeup(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let now = now_ms();
         // `lock_expires > 0` lets SQLite read the partial index of leases.
+        let mut conn = self.reader_conn().await?;
         let row: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT (SELECT MIN(visible_at) FROM messages WHERE visible_at > ?1), \
              (SELECT MIN(lock_expires) FROM instances WHERE lock_expires > ?1 AND lock_expires > 0), \
              (SELECT MIN(lock_expires) FROM activities WHERE lock_expires > ?1)",
         )
         .bind(now)
-        .fetch_one(&mut *self.reader_conn().await?)
+        .fetch_one(&mut *conn)
         .await
         .map_err(db)?;
+        conn.finish();
         Ok([row.0, row.1, row.2].into_iter().flatten().min().map(from_ms))
     }
 
-    async fn list_instances_inner(&self, query: InstanceQuery) -> StoreResult<InstancePage> {
-        let (mut sql, page_size) = list_query::<Sqlite>(&query)?;
-        let rows = sql
-            .build()
-            .fetch_all(&mut *self.reader_conn().await?)
+    async fn get_instance(&self, instance_id: &InstanceId) -> StoreResult<Option<InstanceMetadata>> {
+        let mut conn = self.reader_conn().await?;
+        let row = sqlx::query("SELECT * FROM instances WHERE instance_id = ?")
+            .bind(instance_id.as_str())
+            .fetch_optional(&mut *conn)
             .await
             .map_err(db)?;
+        conn.finish();
+        row.as_ref().map(metadata_of).transpose()
+    }
+
+    async fn list_instances(&self, query: InstanceQuery) -> StoreResult<InstancePage> {
+        let (mut sql, page_size) = list_query::<Sqlite>(&query)?;
+        let mut conn = self.reader_conn().await?;
+        let rows = sql.build().fetch_all(&mut *conn).await.map_err(db)?;
+        conn.finish();
         let instances = rows.iter().map(metadata_of).collect::<StoreResult<Vec<_>>>()?;
         Ok(list_page(instances, page_size))
     }
 
-    async fn read_stream_inner(
+    async fn read_stream(
         &self,
         instance_id: &InstanceId,
         after: u64,
@@ -678,6 +883,7 @@ impl SqliteStore {
     ) -> StoreResult<Option<StreamRead>> {
         // One statement: the instance's status and stream length come from
         // the same snapshot as the events.
+        let mut conn = self.reader_conn().await?;
         let rows = sqlx::query(
             "SELECT i.status, i.stream_seq, i.execution_id AS current_execution, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
              FROM instances i LEFT JOIN (SELECT * FROM stream_events WHERE instance_id = ?1 AND seq > ?2 \
@@ -686,9 +892,10 @@ impl SqliteStore {
         .bind(instance_id.as_str())
         .bind(i64_of(after))
         .bind(i64::from(limit))
-        .fetch_all(&mut *self.reader_conn().await?)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
+        conn.finish();
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -711,84 +918,37 @@ impl SqliteStore {
     }
 }
 
+/// The store's methods, as the runtime calls them. Reads run in the
+/// caller's future: dropped, they leave nothing behind (their connection
+/// is cleaned for its next user). Writes that clients make run to their
+/// end in a task of their own ([`detached`]), with the signals that tell
+/// the workers and watchers of this process about them: a caller that
+/// stops waiting does not stop them half-way. The commit and the other
+/// writes of workers run in the caller's future; dropped, they leave the
+/// store as it was or as they wrote it, never half-written (see
+/// `held.rs`).
 impl Store for SqliteStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
         async move {
-            let mut answered = self.creations.push(instance);
-            loop {
-                tokio::select! {
-                    biased;
-                    outcome = &mut answered => {
-                        return outcome.unwrap_or_else(|_| {
-                            Err(StoreError::Database("the creation was dropped unanswered".into()))
-                        });
-                    }
-                    conn = self.writer_conn() => {
-                        let waiting = self.creations.take();
-                        match conn {
-                            // Ours may have been written by another caller:
-                            // its answer is waiting.
-                            Ok(mut conn) => self.create_together(&mut conn, waiting).await,
-                            Err(e) => {
-                                let message = e.to_string();
-                                for w in waiting {
-                                    w.answer(Err(StoreError::Database(message.clone().into())));
-                                }
-                            }
-                        }
-                    }
-                }
+            let (answered, start_writing) = self.inner.creations.push(instance);
+            if start_writing {
+                tokio::spawn(self.inner.clone().write_creations());
             }
+            answered
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Database("the creation was dropped unanswered".into())))
         }
         .boxed()
     }
 
     fn enqueue_message(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
-        async move {
-            // One statement in its own transaction: the message goes in only
-            // if the instance exists and is not terminal.
-            let inserted = insert_message(&message)?
-                .execute(&mut *self.writer_conn().await?)
-                .await
-                .map_err(db)?
-                .rows_affected();
-            if inserted == 1 {
-                return Ok(self.enqueued(&message));
-            }
-            let status = instance_status(&mut *self.reader_conn().await?, &message.instance_id).await?;
-            refusal(status, false)
-        }
-        .boxed()
+        let inner = self.inner.clone();
+        detached(async move { inner.enqueue_message(message).await }).boxed()
     }
 
     fn enqueue_event_once(&self, message: NewMessage) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
-        async move {
-            let name = raised_name(&message)?;
-            let mut conn = self.writer_conn().await?;
-            let mut tx = self.begin(&mut conn).await?;
-            // The name is taken for the current execution only if the
-            // instance exists and is not terminal; then the message goes in.
-            let taken = sqlx::query(
-                "INSERT OR IGNORE INTO events_raised_once (instance_id, execution_id, name) \
-                 SELECT instance_id, execution_id, ?2 FROM instances WHERE instance_id = ?1 \
-                 AND status NOT IN ('Completed', 'Failed', 'Terminated')",
-            )
-            .bind(message.instance_id.as_str())
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            if taken == 1 {
-                insert_message(&message)?.execute(&mut *tx).await.map_err(db)?;
-                tx.commit().await.map_err(db)?;
-                return Ok(self.enqueued(&message));
-            }
-            let status = instance_status(&mut tx, &message.instance_id).await?;
-            tx.commit().await.map_err(db)?;
-            refusal(status, true)
-        }
-        .boxed()
+        let inner = self.inner.clone();
+        detached(async move { inner.enqueue_event_once(message).await }).boxed()
     }
 
     fn fetch_orchestrations<'a>(
@@ -797,25 +957,14 @@ impl Store for SqliteStore {
         _lease: Duration,
         max: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<OrchestrationWorkItem>>> {
-        self.fetch_orchestrations_inner(owner, max).boxed()
+        self.inner.fetch_orchestrations(owner, max).boxed()
     }
 
     fn load_history<'a>(
         &'a self,
         instance_id: &'a InstanceId,
     ) -> BoxFuture<'a, StoreResult<Vec<HistoryEvent>>> {
-        async move {
-            let rows: Vec<(String,)> =
-                sqlx::query_as("SELECT event FROM history WHERE instance_id = ? ORDER BY idx")
-                    .bind(instance_id.as_str())
-                    .fetch_all(&mut *self.reader_conn().await?)
-                    .await
-                    .map_err(db)?;
-            rows.iter()
-                .map(|(text,)| from_json(text, "history event"))
-                .collect()
-        }
-        .boxed()
+        self.inner.load_history(instance_id).boxed()
     }
 
     fn commit<'a>(
@@ -824,7 +973,7 @@ impl Store for SqliteStore {
         lease: Duration,
         batch: &'a CommitBatch,
     ) -> BoxFuture<'a, StoreResult<Vec<TurnOutcome>>> {
-        self.commit_inner(owner, lease, batch).boxed()
+        self.inner.commit(owner, lease, batch).boxed()
     }
 
     fn abandon_orchestration<'a>(
@@ -833,25 +982,9 @@ impl Store for SqliteStore {
         instance_id: &'a InstanceId,
         retry_after: Duration,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        async move {
-            let now = now_ms();
-            let mut conn = self.writer_conn().await?;
-            let mut tx = self.begin(&mut conn).await?;
-            sqlx::query(
-                "UPDATE instances SET lock_owner = NULL, lock_expires = ? \
-                 WHERE instance_id = ? AND (lock_owner = ? OR lock_expires <= ?)",
-            )
-            .bind(lease_end(retry_after))
-            .bind(instance_id.as_str())
-            .bind(owner)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            tx.commit().await.map_err(db)?;
-            Ok(())
-        }
-        .boxed()
+        self.inner
+            .abandon_orchestration(owner, instance_id, retry_after)
+            .boxed()
     }
 
     fn fetch_activities<'a>(
@@ -860,96 +993,36 @@ impl Store for SqliteStore {
         lease: Duration,
         max: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<ActivityWorkItem>>> {
-        self.fetch_activities_inner(owner, lease, max).boxed()
+        self.inner.fetch_activities(owner, lease, max).boxed()
     }
 
     fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>> {
-        async move {
-            let until = lease_end(lease);
-            let mut conn = self.writer_conn().await?;
-            let mut tx = self.begin(&mut conn).await?;
-            for table in ["instances", "activities"] {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET lock_expires = ? WHERE lock_owner = ?"
-                ))
-                .bind(until)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            }
-            tx.commit().await.map_err(db)?;
-            Ok(())
-        }
-        .boxed()
+        async move { self.inner.update_leases(owner, Some(lease_end(lease))).await }.boxed()
     }
 
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        async move {
-            let mut conn = self.writer_conn().await?;
-            let mut tx = self.begin(&mut conn).await?;
-            for table in ["instances", "activities"] {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET lock_owner = NULL, lock_expires = 0 WHERE lock_owner = ?"
-                ))
-                .bind(owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            }
-            tx.commit().await.map_err(db)?;
-            self.changes.notify_orchestration_work();
-            self.changes.notify_activity_work();
-            Ok(())
-        }
-        .boxed()
+        self.inner.update_leases(owner, None).boxed()
     }
 
     fn next_wakeup(&self) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
-        self.next_wakeup_inner().boxed()
+        self.inner.next_wakeup().boxed()
     }
 
     fn get_instance<'a>(
         &'a self,
         instance_id: &'a InstanceId,
     ) -> BoxFuture<'a, StoreResult<Option<InstanceMetadata>>> {
-        async move {
-            let row = sqlx::query("SELECT * FROM instances WHERE instance_id = ?")
-                .bind(instance_id.as_str())
-                .fetch_optional(&mut *self.reader_conn().await?)
-                .await
-                .map_err(db)?;
-            row.as_ref().map(metadata_of).transpose()
-        }
-        .boxed()
+        self.inner.get_instance(instance_id).boxed()
     }
 
     fn list_instances(&self, query: InstanceQuery) -> BoxFuture<'_, StoreResult<InstancePage>> {
-        self.list_instances_inner(query).boxed()
+        self.inner.list_instances(query).boxed()
     }
 
     fn purge_instance<'a>(&'a self, instance_id: &'a InstanceId) -> BoxFuture<'a, StoreResult<PurgeOutcome>> {
-        async move {
-            let mut conn = self.writer_conn().await?;
-            let mut tx = self.begin(&mut conn).await?;
-            let rows = write::instance_rows(&mut tx, &[instance_id.as_str()]).await?;
-            let outcome = match rows.get(instance_id.as_str()) {
-                None => PurgeOutcome::NotFound,
-                Some(row) if !row.status.is_terminal() => PurgeOutcome::NotTerminal(row.status),
-                Some(_) => {
-                    let mut sql = write::Sql::new();
-                    sql.delete_instance_rows(instance_id.as_str());
-                    sql.execute(&mut tx).await?;
-                    PurgeOutcome::Purged
-                }
-            };
-            tx.commit().await.map_err(db)?;
-            if outcome == PurgeOutcome::Purged {
-                self.changes.reset_instance(instance_id);
-            }
-            Ok(outcome)
-        }
-        .boxed()
+        let inner = self.inner.clone();
+        let instance_id = instance_id.clone();
+        detached(async move { inner.purge_instance(&instance_id).await }).boxed()
     }
 
     fn read_stream<'a>(
@@ -958,15 +1031,15 @@ impl Store for SqliteStore {
         after: u64,
         limit: u32,
     ) -> BoxFuture<'a, StoreResult<Option<StreamRead>>> {
-        self.read_stream_inner(instance_id, after, limit).boxed()
+        self.inner.read_stream(instance_id, after, limit).boxed()
     }
 
     fn changes(&self) -> &ChangeFeed {
-        &self.changes
+        &self.inner.changes
     }
 
     fn poll_interval(&self) -> Option<Duration> {
-        self.poll_interval
+        self.inner.poll_interval
     }
 }
 
@@ -990,7 +1063,7 @@ mod tests {
     use super::*;
 
     async fn page_size(store: &SqliteStore) -> i64 {
-        let mut conn = store.reader_conn().await.expect("a reader");
+        let mut conn = store.inner.reader_conn().await.expect("a reader");
         let (size,): (i64,) = sqlx::query_as("PRAGMA page_size")
             .fetch_one(&mut *conn)
             .await
