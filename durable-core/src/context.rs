@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::ids::name_problem;
 use crate::{FailureDetails, HistoryEvent, InstanceId, OrchestrationError, Payload, RetryPolicy};
 
 /// How the size of the custom status is measured against its cap.
@@ -67,9 +68,6 @@ pub struct Limits {
     /// (default 64 KiB).
     pub stream_event_max_bytes: usize,
 }
-
-/// The longest stream event name accepted, in bytes.
-pub const MAX_EVENT_NAME_LEN: usize = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -375,16 +373,19 @@ impl OrchestrationContext {
     /// Schedules an activity and returns a future of its result.
     ///
     /// The future resolves to [`OrchestrationError::ActivityFailed`] if the
-    /// activity returns an error, and to
+    /// activity returns an error, to
     /// [`OrchestrationError::Deserialization`] if its result does not fit
-    /// `T`.
+    /// `T`, and at once to [`OrchestrationError::InvalidName`] for a name
+    /// no activity can have (nothing is scheduled then).
     pub fn call_activity<T: DeserializeOwned>(
         &self,
         name: impl Into<String>,
         input: &impl Serialize,
     ) -> DurableFuture<T> {
         let name = name.into();
-        match to_payload(input, || format!("input of activity '{name}'")) {
+        let input = check_name("activity", &name)
+            .and_then(|()| to_payload(input, || format!("input of activity '{name}'")));
+        match input {
             Ok(input) => self.call_activity_value(name, input),
             Err(e) => DurableFuture::ready(self.clone(), Err(e)),
         }
@@ -409,7 +410,8 @@ impl OrchestrationContext {
     ) -> impl Future<Output = Result<T, OrchestrationError>> + Send + 'static {
         let ctx = self.clone();
         let name = name.into();
-        let input = to_payload(input, || format!("input of activity '{name}'"));
+        let input = check_name("activity", &name)
+            .and_then(|()| to_payload(input, || format!("input of activity '{name}'")));
         async move {
             let input = input?;
             let started = ctx.current_utc_datetime();
@@ -458,8 +460,14 @@ impl OrchestrationContext {
     /// [`Client::raise_event`](crate::Client::raise_event). Events of one
     /// name are delivered in the order they arrived, one per wait; events
     /// that arrive before anyone waits are buffered.
+    ///
+    /// The future resolves at once to [`OrchestrationError::InvalidName`]
+    /// for a name no client can raise.
     pub fn wait_for_external_event<T: DeserializeOwned>(&self, name: impl Into<String>) -> DurableFuture<T> {
         let name = name.into();
+        if let Err(e) = check_name("external event", &name) {
+            return DurableFuture::ready(self.clone(), Err(e));
+        }
         let mut state = self.lock();
         if let Some(data) = state.buffered_events.get_mut(&name).and_then(VecDeque::pop_front) {
             drop(state);
@@ -506,8 +514,17 @@ impl OrchestrationContext {
         }
     }
 
-    /// Starts a sub-orchestration with an instance id derived from this
-    /// instance's id, and returns a future of its output.
+    /// Starts a sub-orchestration and returns a future of its output.
+    ///
+    /// The sub-orchestration's instance id is made of this instance's id,
+    /// its execution id and the call's task id
+    /// (`{instance}:{execution}:{task}`): the same on every replay, and
+    /// another for every call, also across continue-as-new, so that a
+    /// call never replaces the child of an earlier execution. The future
+    /// resolves to [`OrchestrationError::InvalidInstanceId`] if that id
+    /// is too long (a parent id of more than about 200 bytes): give the
+    /// id yourself with
+    /// [`call_sub_orchestration_with_id`](Self::call_sub_orchestration_with_id).
     pub fn call_sub_orchestration<T: DeserializeOwned>(
         &self,
         name: impl Into<String>,
@@ -515,7 +532,10 @@ impl OrchestrationContext {
     ) -> DurableFuture<T> {
         let id = {
             let state = self.lock();
-            format!("{}:{}", state.instance_id, state.next_task_id)
+            format!(
+                "{}:{}:{}",
+                state.instance_id, state.execution_id, state.next_task_id
+            )
         };
         match InstanceId::new(id) {
             Ok(id) => self.call_sub_orchestration_with_id(name, id, input),
@@ -531,7 +551,9 @@ impl OrchestrationContext {
         input: &impl Serialize,
     ) -> DurableFuture<T> {
         let name = name.into();
-        let input = match to_payload(input, || format!("input of sub-orchestration '{name}'")) {
+        let input = check_name("sub-orchestration", &name)
+            .and_then(|()| to_payload(input, || format!("input of sub-orchestration '{name}'")));
+        let input = match input {
             Ok(v) => v,
             Err(e) => return DurableFuture::ready(self.clone(), Err(e)),
         };
@@ -605,21 +627,11 @@ impl OrchestrationContext {
     ///
     /// [`OrchestrationError::EventTooLarge`] if the serialized payload
     /// exceeds the per-event cap (64 KiB by default),
-    /// [`OrchestrationError::InvalidEventName`] for an empty name or one
-    /// longer than [`MAX_EVENT_NAME_LEN`] bytes. Nothing is appended then.
+    /// [`OrchestrationError::InvalidName`] for an empty name, one longer
+    /// than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes or one with a
+    /// control character. Nothing is appended then.
     pub fn emit_event(&self, name: &str, payload: &impl Serialize) -> Result<(), OrchestrationError> {
-        if name.is_empty() {
-            return Err(OrchestrationError::InvalidEventName {
-                name: name.into(),
-                reason: "the name is empty",
-            });
-        }
-        if name.len() > MAX_EVENT_NAME_LEN {
-            return Err(OrchestrationError::InvalidEventName {
-                name: name.into(),
-                reason: "the name is longer than 256 bytes",
-            });
-        }
+        check_name("stream event", name)?;
         let payload = Payload::new(payload).map_err(|e| OrchestrationError::Serialization {
             what: format!("payload of stream event '{name}'"),
             message: e.to_string(),
@@ -645,6 +657,19 @@ impl OrchestrationContext {
             });
         }
         Ok(())
+    }
+}
+
+/// Fails with [`OrchestrationError::InvalidName`] for a name the runtime
+/// refuses (see [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)).
+fn check_name(what: &'static str, name: &str) -> Result<(), OrchestrationError> {
+    match name_problem(name) {
+        Some(reason) => Err(OrchestrationError::InvalidName {
+            what,
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }
 

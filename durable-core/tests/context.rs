@@ -564,20 +564,21 @@ async fn sub_orchestrations_return_results_and_failures() {
         .await
         .unwrap();
     let out: ParentOut = output_of(&rig.client, &id).await;
+    let execution = rig.client.get_instance(&id).await.unwrap().unwrap().execution_id;
     assert_eq!(
         out,
         ParentOut {
             doubled: 20,
             with_id: 22,
             failed_name: "child".into(),
-            failed_instance: "p:2".into(),
+            failed_instance: format!("p:{execution}:2"),
             failed_message: "negative input -1".into(),
         }
     );
     // The children are instances of their own, with derived or given ids.
     let first = rig
         .client
-        .get_instance(&iid("p:0"))
+        .get_instance(&iid(&format!("p:{execution}:0")))
         .await
         .unwrap()
         .expect("child p:0");
@@ -593,7 +594,12 @@ async fn sub_orchestrations_return_results_and_failures() {
         .unwrap()
         .unwrap();
     assert_eq!(explicit.output_as::<serde_json::Value>().unwrap(), json!(22));
-    let failed = rig.client.get_instance(&iid("p:2")).await.unwrap().unwrap();
+    let failed = rig
+        .client
+        .get_instance(&iid(&format!("p:{execution}:2")))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(failed.status, RuntimeStatus::Failed);
     assert_eq!(failed.failure.unwrap().message, "negative input -1");
 
@@ -700,6 +706,63 @@ async fn sub_orchestrations_that_continue_as_new_conflict_or_are_terminated() {
 }
 
 // ----------------------------------------------------------- continue-as-new
+
+/// Calls a child with the default id in each of `rounds` executions, and
+/// completes with the children's ids and outputs.
+async fn child_each_round(
+    ctx: OrchestrationContext,
+    (round, rounds, mut seen): (i64, i64, Vec<(String, i64)>),
+) -> Result<Vec<(String, i64)>, OrchestrationError> {
+    let doubled: i64 = ctx.call_sub_orchestration("child", &round).await?;
+    let execution = ctx.execution_id();
+    seen.push((format!("{}:{execution}:0", ctx.instance_id()), doubled));
+    if round + 1 < rounds {
+        return ctx.continue_as_new(&(round + 1, rounds, seen)).await;
+    }
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_sub_orchestration_ids_differ_across_continue_as_new() {
+    let rig = Rig::new(
+        basic_activities()
+            .orchestration("child", child)
+            .orchestration("child_each_round", child_each_round),
+    )
+    .await;
+    let id = rig
+        .client
+        .start_with(
+            StartOptions::new("child_each_round", &(0, 3, Vec::<(String, i64)>::new()))
+                .unwrap()
+                .instance_id(iid("rounds")),
+        )
+        .await
+        .unwrap();
+    let children: Vec<(String, i64)> = output_of(&rig.client, &id).await;
+    assert_eq!(children.iter().map(|c| c.1).collect::<Vec<_>>(), [0, 2, 4]);
+    // Each execution's child is an instance of its own, still there with
+    // its own output: none replaced another.
+    for (child_id, doubled) in &children {
+        let meta = rig
+            .client
+            .get_instance(&iid(child_id))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("child {child_id} is gone"));
+        assert_eq!(
+            meta.status,
+            RuntimeStatus::Completed,
+            "{child_id}: {:?}",
+            meta.failure
+        );
+        assert_eq!(meta.output_as::<i64>().unwrap(), *doubled, "{child_id}");
+    }
+    let mut ids: Vec<&String> = children.iter().map(|c| &c.0).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "one child id per execution: {ids:?}");
+    rig.shutdown().await;
+}
 
 async fn counter(ctx: OrchestrationContext, (n, target): (i64, i64)) -> Result<i64, OrchestrationError> {
     let doubled: i64 = ctx.call_activity("double", &n).await?;
