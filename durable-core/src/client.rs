@@ -109,8 +109,11 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::InstanceAlreadyExists`] if an instance with this id exists
-    /// and is not terminal, or a store error.
+    /// and is not terminal, [`Error::InvalidArgument`] for an orchestration
+    /// name no orchestration can have (see
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)), or a store error.
     pub async fn start_with(&self, options: StartOptions) -> Result<InstanceId> {
+        check_name("orchestration", &options.name)?;
         let now = Utc::now();
         let instance_id = options.instance_id.unwrap_or_else(InstanceId::generate);
         let instance = NewInstance {
@@ -214,15 +217,19 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::InstanceNotFound`]; [`Error::InvalidState`] if the instance
-    /// is terminal; [`Error::Json`] if the data cannot be serialized.
+    /// is terminal; [`Error::Json`] if the data cannot be serialized;
+    /// [`Error::InvalidArgument`] for a name no orchestration can wait for
+    /// (see [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)).
     pub async fn raise_event(
         &self,
         instance_id: &InstanceId,
         name: impl Into<String>,
         data: &impl Serialize,
     ) -> Result<()> {
+        let name = name.into();
+        check_name("event", &name)?;
         let event = HistoryEvent::EventRaised {
-            name: name.into(),
+            name,
             data: Payload::new(data)?,
         };
         self.send(instance_id, event, "raise an event to").await
@@ -254,7 +261,8 @@ impl Client {
     ///
     /// [`Error::EventAlreadyRaised`]; [`Error::InstanceNotFound`];
     /// [`Error::InvalidState`] if the instance is terminal; [`Error::Json`]
-    /// if the data cannot be serialized.
+    /// if the data cannot be serialized; [`Error::InvalidArgument`] for an
+    /// invalid name, as for [`Client::raise_event`].
     pub async fn raise_event_once(
         &self,
         instance_id: &InstanceId,
@@ -262,6 +270,7 @@ impl Client {
         data: &impl Serialize,
     ) -> Result<()> {
         let name = name.into();
+        check_name("event", &name)?;
         let event = HistoryEvent::EventRaised {
             name: name.clone(),
             data: Payload::new(data)?,
@@ -369,6 +378,16 @@ impl Client {
         after: u64,
     ) -> BoxStream<'static, Result<StreamEvent>> {
         Box::pin(stream::watch(self.store.clone(), instance_id.clone(), after))
+    }
+}
+
+/// Fails with [`Error::InvalidArgument`] for a name the runtime refuses.
+fn check_name(what: &str, name: &str) -> Result<()> {
+    match crate::ids::name_problem(name) {
+        Some(reason) => Err(Error::InvalidArgument(format!(
+            "invalid {what} name {name:?}: {reason}"
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -79,6 +79,12 @@ pub enum StoreError {
     /// A write conflicted with data already stored (a uniqueness key).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database refused a value of the write as one it cannot store
+    /// (a data error, such as a value over its size limit): the same
+    /// write fails again however often it is tried, unlike a lost
+    /// connection or a busy database.
+    #[error("the database refused the data: {0}")]
+    Rejected(String),
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -136,9 +142,15 @@ pub enum OrchestrationError {
         /// The configured limit.
         limit: usize,
     },
-    /// A stream event name is empty or too long.
-    #[error("invalid stream event name {name:?}: {reason}")]
-    InvalidEventName {
+    /// A name the code gave (of a stream event, an activity, a
+    /// sub-orchestration or an external event) is empty, longer than
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes or holds a control
+    /// character. Nothing was emitted or scheduled.
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName {
+        /// What the name names: `"stream event"`, `"activity"`,
+        /// `"sub-orchestration"` or `"external event"`.
+        what: &'static str,
         /// The rejected name.
         name: String,
         /// Why.

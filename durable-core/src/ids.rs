@@ -1,4 +1,4 @@
-//! Identifiers: validated instance ids and stream sequence numbers.
+//! Identifiers: validated instance ids and names.
 
 use std::fmt;
 
@@ -6,6 +6,31 @@ use serde::{Deserialize, Serialize};
 
 /// The longest instance id accepted, in bytes of UTF-8.
 pub const MAX_INSTANCE_ID_LEN: usize = 256;
+
+/// The longest name accepted, in bytes of UTF-8: of an orchestration, an
+/// activity, a stream event or an external event.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Why `name` is not a valid name of an orchestration, an activity, a
+/// stream event or an external event, if it is not.
+///
+/// A name is 1 to [`MAX_NAME_LEN`] bytes without control characters. The
+/// rule is checked where a name is made (by the orchestration code, by a
+/// client, when registering), so that no store is asked to keep one that
+/// it cannot: PostgreSQL refuses a NUL in text, and would fail the whole
+/// batch of turns with it; a newline would break the frame of a
+/// Server-Sent Event.
+pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("the name is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("the name is longer than 256 bytes")
+    } else if name.chars().any(char::is_control) {
+        Some("the name contains a control character")
+    } else {
+        None
+    }
+}
 
 /// The id of an orchestration instance.
 ///

@@ -92,12 +92,10 @@ mod typed;
 mod worker;
 
 pub use client::{Client, StartOptions};
-pub use context::{
-    ContinueAsNew, DurableFuture, Limits, OrchestrationContext, StatusMeasure, MAX_EVENT_NAME_LEN,
-};
+pub use context::{ContinueAsNew, DurableFuture, Limits, OrchestrationContext, StatusMeasure};
 pub use error::{Error, OrchestrationError, Result, StoreError};
 pub use history::{FailureDetails, HistoryEvent, ParentInstance};
-pub use ids::{InstanceId, InvalidInstanceId, MAX_INSTANCE_ID_LEN};
+pub use ids::{InstanceId, InvalidInstanceId, MAX_INSTANCE_ID_LEN, MAX_NAME_LEN};
 pub use instance::{InstanceMetadata, InstancePage, InstanceQuery, RuntimeStatus, UnknownStatus};
 pub use payload::Payload;
 pub use registry::{ActivityContext, Registry};

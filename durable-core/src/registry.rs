@@ -10,6 +10,7 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::ids::name_problem;
 use crate::{Error, FailureDetails, InstanceId, OrchestrationContext, Payload};
 
 pub(crate) type OrchestrationFn = Arc<
@@ -184,18 +185,29 @@ impl Registry {
         self.activities.contains_key(name)
     }
 
-    /// Checks that no name was registered twice.
+    /// Checks that no name was registered twice and that every name is
+    /// one the runtime takes (see [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)).
     ///
     /// # Errors
     ///
-    /// [`Error::DuplicateRegistration`] for the first name registered twice.
+    /// [`Error::DuplicateRegistration`] for the first name registered
+    /// twice, [`Error::InvalidArgument`] for an invalid name.
     pub fn validate(&self) -> Result<(), Error> {
-        match self.duplicates.first() {
-            Some((kind, name)) => Err(Error::DuplicateRegistration {
+        if let Some((kind, name)) = self.duplicates.first() {
+            return Err(Error::DuplicateRegistration {
                 kind,
                 name: name.clone(),
-            }),
-            None => Ok(()),
+            });
         }
+        let orchestrations = self.orchestrations.keys().map(|n| ("orchestration", n));
+        let activities = self.activities.keys().map(|n| ("activity", n));
+        for (kind, name) in orchestrations.chain(activities) {
+            if let Some(reason) = name_problem(name) {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid {kind} name {name:?}: {reason}"
+                )));
+            }
+        }
+        Ok(())
     }
 }

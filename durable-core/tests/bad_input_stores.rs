@@ -170,6 +170,7 @@ on_both_stores!(
     a_history_event_of_an_unknown_type_fails_its_instance_cleanly,
     a_history_event_missing_a_field_fails_its_instance_cleanly,
     an_inbox_message_of_an_unknown_type_does_not_stop_the_worker,
+    names_with_control_characters_are_refused_where_they_are_made,
 );
 
 // An activity work item this version cannot read fails alone; see
@@ -251,6 +252,31 @@ async fn echo(_ctx: ActivityContext, v: Value) -> Result<Value, Infallible> {
     Ok(v)
 }
 
+/// Makes every kind of name with `bad` in it and reports what each
+/// attempt gave; then calls `echo` as usual.
+async fn bad_names(ctx: OrchestrationContext, bad: String) -> Result<Vec<String>, OrchestrationError> {
+    fn outcome<T>(result: Result<T, OrchestrationError>) -> String {
+        match result {
+            Ok(_) => "accepted".into(),
+            Err(OrchestrationError::InvalidName { what, .. }) => format!("refused {what}"),
+            Err(e) => format!("other: {e}"),
+        }
+    }
+    let mut report = vec![outcome(ctx.emit_event(&bad, &1))];
+    report.push(outcome(ctx.call_activity::<Value>(bad.clone(), &1).await));
+    report.push(outcome(
+        ctx.call_sub_orchestration::<Value>(bad.clone(), &1).await,
+    ));
+    report.push(outcome(
+        ctx.call_sub_orchestration_with_id::<Value>(bad.clone(), iid("bad-child"), &1)
+            .await,
+    ));
+    report.push(outcome(ctx.wait_for_external_event::<Value>(bad.clone()).await));
+    let echoed: Value = ctx.call_activity("echo", &json!("after")).await?;
+    ctx.emit_event("echoed", &echoed)?;
+    Ok(report)
+}
+
 fn registry() -> Registry {
     Registry::new()
         .orchestration("tagged", tagged)
@@ -258,6 +284,7 @@ fn registry() -> Registry {
         .orchestration("oversized", oversized)
         .orchestration("keep", keep)
         .orchestration("fan", fan)
+        .orchestration("bad_names", bad_names)
         .activity("echo", echo)
 }
 
@@ -691,4 +718,68 @@ async fn an_unreadable_activity_work_item_strands_no_other(db: &Db) {
     assert_eq!(meta.output_as::<Value>().unwrap(), json!(28));
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Names PostgreSQL cannot store (a NUL) or a Server-Sent Event cannot carry
+// (a newline).
+
+async fn names_with_control_characters_are_refused_where_they_are_made(db: &Db) {
+    let store = db.open().await;
+    let worker = worker(&store);
+    let client = Client::new(store.clone());
+    // Started together, so that their turns share batches with the
+    // instances that try the bad names.
+    let mut bad = Vec::new();
+    let mut good = Vec::new();
+    for (i, name) in ["nul\0inside", "line\nbreak", "\0"].iter().enumerate() {
+        bad.push(client.start("bad_names", name).await.unwrap());
+        good.push(client.start("fan", &(i as u64 + 2)).await.unwrap());
+    }
+    for id in &bad {
+        let meta = wait_done(&client, id).await;
+        assert_eq!(meta.status, RuntimeStatus::Completed, "{id}: {:?}", meta.failure);
+        assert_eq!(
+            meta.output_as::<Vec<String>>().unwrap(),
+            [
+                "refused stream event",
+                "refused activity",
+                "refused sub-orchestration",
+                "refused sub-orchestration",
+                "refused external event"
+            ]
+        );
+        let events: Vec<_> = client.get_events(id, 0, 100).await.unwrap().events;
+        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["echoed"], "{id}: nothing with a bad name was stored");
+    }
+    for id in &good {
+        let meta = wait_done(&client, id).await;
+        assert_eq!(meta.status, RuntimeStatus::Completed, "{id}: {:?}", meta.failure);
+    }
+    // A client cannot make them either.
+    for name in ["nul\0inside", "line\nbreak", "", &"n".repeat(300)] {
+        let started = client.start(name, &()).await;
+        assert!(
+            matches!(started, Err(Error::InvalidArgument(_))),
+            "{name:?}: {started:?}"
+        );
+        let raised = client.raise_event(&good[0], name, &1).await;
+        assert!(
+            matches!(raised, Err(Error::InvalidArgument(_))),
+            "{name:?}: {raised:?}"
+        );
+        let once = client.raise_event_once(&good[0], name, &1).await;
+        assert!(
+            matches!(once, Err(Error::InvalidArgument(_))),
+            "{name:?}: {once:?}"
+        );
+    }
+    // Nor a registry: a worker does not start with such a name.
+    let registry = Registry::new().activity("tab\there", echo);
+    assert!(matches!(
+        Worker::start(store.clone(), registry),
+        Err(Error::InvalidArgument(_))
+    ));
+    worker.shutdown().await.unwrap();
 }

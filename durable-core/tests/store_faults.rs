@@ -444,3 +444,96 @@ async fn postgres_a_commit_whose_answer_is_lost_neither_stalls_nor_doubles_the_r
     lost_commit_answers(pg.open(None).await).await;
     pg.cleanup().await;
 }
+
+// --------------------------------------------- data the store refuses
+
+/// A turn whose data the database refuses (here, every turn of one
+/// instance) is found out and fails its instance alone: the instances
+/// whose turns were written in the same batches complete.
+async fn refused_data_fails_its_instance_alone(store: Arc<dyn Store>) {
+    let faulty = Arc::new(FaultyStore::new(store.clone()));
+    faulty.refuse_turns_of("refused");
+    let worker = Worker::start_with(
+        faulty.clone(),
+        registry(Duration::ZERO, None),
+        WorkerOptions::new().lease(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let client = Client::new(store);
+    let mut ids = Vec::new();
+    // Started together, so that they share batches.
+    for i in 0..6 {
+        let id = InstanceId::new(if i == 3 {
+            "refused".to_owned()
+        } else {
+            format!("fine-{i}")
+        })
+        .unwrap();
+        client
+            .start_with(StartOptions::new("steps", &3u64).unwrap().instance_id(id.clone()))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    for id in &ids {
+        let meta = common::wait_done(&client, id).await;
+        if id.as_str() == "refused" {
+            assert_eq!(meta.status, RuntimeStatus::Failed);
+            let failure = meta.failure.unwrap();
+            assert_eq!(failure.error_type, "StoreRejected");
+            assert!(
+                failure.message.contains("cannot be stored"),
+                "{}",
+                failure.message
+            );
+        } else {
+            assert_complete(&client, id, 3).await;
+        }
+    }
+    assert!(
+        faulty.errors().iter().any(|e| e.starts_with("Rejected")),
+        "the commits were refused"
+    );
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_turn_whose_data_the_database_refuses_fails_its_instance_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    refused_data_fails_its_instance_alone(open_sqlite(&dir.path().join("refused.db")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_turn_whose_data_the_database_refuses_fails_its_instance_alone() {
+    let Some(pg) = Postgres::new("refused") else {
+        return;
+    };
+    refused_data_fails_its_instance_alone(pg.open(None).await).await;
+    pg.cleanup().await;
+}
+
+/// PostgreSQL cannot store a NUL in text: a turn that holds one (made by
+/// hand here, since the runtime refuses such names where they are made)
+/// is refused with the typed data error the dispatcher isolates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_nul_in_text_with_a_typed_data_error() {
+    let Some(pg) = Postgres::new("nul") else { return };
+    let store = pg.open(None).await;
+    let client = Client::new(store.clone());
+    client.start("steps", &1u64).await.unwrap();
+    let items = store
+        .fetch_orchestrations("test", Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    let mut turn = common::emitting_turn(&items[0], vec![(1, 0)]);
+    turn.stream[0].name = "nul\0inside".into();
+    let batch = durable_core::store::CommitBatch {
+        turns: vec![turn],
+        ..Default::default()
+    };
+    let refused = store.commit("test", Duration::from_secs(30), &batch).await;
+    assert!(matches!(refused, Err(StoreError::Rejected(_))), "{refused:?}");
+    drop(client);
+    drop(store);
+    pg.cleanup().await;
+}

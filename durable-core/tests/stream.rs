@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::{iid, output_of, read_all, summary, wait_done, Gate, Rig, WAIT};
 use durable_core::prelude::*;
-use durable_core::{Limits, StreamEvent, MAX_EVENT_NAME_LEN};
+use durable_core::{Limits, StreamEvent, MAX_NAME_LEN};
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
 
@@ -400,12 +400,12 @@ async fn sized(ctx: OrchestrationContext, sizes: Vec<usize>) -> Result<Vec<Strin
     }
     for name in [
         String::new(),
-        "n".repeat(MAX_EVENT_NAME_LEN + 1),
-        "n".repeat(MAX_EVENT_NAME_LEN),
+        "n".repeat(MAX_NAME_LEN + 1),
+        "n".repeat(MAX_NAME_LEN),
     ] {
         match ctx.emit_event(&name, &"named") {
             Ok(()) => report.push(format!("name ok:{}", name.len())),
-            Err(OrchestrationError::InvalidEventName { name, .. }) => {
+            Err(OrchestrationError::InvalidName { name, .. }) => {
                 report.push(format!("bad name:{}", name.len()))
             }
             Err(e) => return Err(e),
@@ -436,8 +436,8 @@ async fn the_per_event_cap_is_a_typed_error_and_appends_nothing() {
             format!("too large:sized:{}:{limit}", 5 * limit + 2),
             "ok:3".to_owned(),
             "bad name:0".to_owned(),
-            format!("bad name:{}", MAX_EVENT_NAME_LEN + 1),
-            format!("name ok:{MAX_EVENT_NAME_LEN}"),
+            format!("bad name:{}", MAX_NAME_LEN + 1),
+            format!("name ok:{MAX_NAME_LEN}"),
         ]
     );
     let events = read_all(&rig.client, &id, 100).await;
@@ -446,7 +446,7 @@ async fn the_per_event_cap_is_a_typed_error_and_appends_nothing() {
         .map(|e| (e.seq, e.payload.parse::<String>().map_or(0, |s| s.len())))
         .collect();
     assert_eq!(sizes, [(1, 10), (2, limit - 2), (3, 3), (4, 5), (5, 0)]);
-    assert_eq!(events[3].name, "n".repeat(MAX_EVENT_NAME_LEN));
+    assert_eq!(events[3].name, "n".repeat(MAX_NAME_LEN));
     assert_eq!(events[4].name, "after");
     assert_eq!(rig.client.get_instance(&id).await.unwrap().unwrap().stream_len, 5);
     rig.shutdown().await;

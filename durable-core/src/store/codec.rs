@@ -14,12 +14,28 @@ use crate::{
 };
 
 /// Maps a database error, turning a uniqueness violation into
-/// [`StoreError::Conflict`].
+/// [`StoreError::Conflict`] and a data error into
+/// [`StoreError::Rejected`].
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
+        sqlx::Error::Database(d) if d.code().is_some_and(|code| is_data_error(&code)) => {
+            StoreError::Rejected(d.to_string())
+        }
         _ => StoreError::database(e),
     }
+}
+
+/// Whether a database error code says that a value cannot be stored, as
+/// opposed to the connection, a lock or the disk: PostgreSQL's classes
+/// 22 (data exception: a NUL in text, a value out of range) and 54
+/// (program limit exceeded: a row too large), as five-character
+/// SQLSTATEs; SQLite's `SQLITE_TOOBIG` (18), `SQLITE_MISMATCH` (20) and
+/// `SQLITE_RANGE` (25), as numbers. sqlx gives no kind for these (only
+/// for constraint violations), so the codes are read.
+fn is_data_error(code: &str) -> bool {
+    let sqlstate = code.len() == 5 && (code.starts_with("22") || code.starts_with("54"));
+    sqlstate || matches!(code, "18" | "20" | "25")
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {

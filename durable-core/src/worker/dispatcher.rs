@@ -230,6 +230,30 @@ impl OpenBatch {
         }
     }
 
+    /// The turn of one of `ids`, if there is one, as a batch of its own.
+    fn take_any_of(&mut self, ids: &HashSet<InstanceId>) -> Option<OpenBatch> {
+        if ids.is_empty() {
+            return None;
+        }
+        let id = self
+            .turns
+            .iter()
+            .map(|t| &t.commit.instance_id)
+            .find(|id| ids.contains(*id))?
+            .clone();
+        let turn = self.remove(&id)?;
+        let mut alone = OpenBatch {
+            close_at: self.close_at,
+            ..OpenBatch::default()
+        };
+        alone.index.insert(id, 0);
+        alone.turns.push(turn);
+        if self.turns.is_empty() {
+            self.close_at = None;
+        }
+        Some(alone)
+    }
+
     fn remove(&mut self, id: &InstanceId) -> Option<OpenTurn> {
         let i = self.index.remove(id)?;
         let turn = self.turns.swap_remove(i);
@@ -343,6 +367,10 @@ struct Landing {
     /// releases, to be written with the next batch.
     retry: Option<(Vec<ActivityCompletion>, Vec<InstanceId>)>,
     error: Option<StoreError>,
+    /// Whether the batch held only its turns (no results for other
+    /// instances, no releases): a data error of a batch of one such turn
+    /// is that turn's.
+    turns_only: bool,
 }
 
 /// A turn of a written batch.
@@ -392,8 +420,14 @@ impl Landing {
                 }
             })
             .collect();
+        let turns_only = batch.completions.is_empty() && batch.release.is_empty();
         let retry = error.is_some().then_some((batch.completions, batch.release));
-        Self { turns, retry, error }
+        Self {
+            turns,
+            retry,
+            error,
+            turns_only,
+        }
     }
 }
 
@@ -444,6 +478,13 @@ pub(super) struct Dispatcher {
     /// Messages of instances whose open turn merges the most turns a batch
     /// may: they run once the batch is handed over.
     later: Pending,
+    /// Instances of a batch the store refused for its data: each one's
+    /// turns are written in a batch of their own until one is written, so
+    /// that the turn whose data the store cannot keep fails alone.
+    suspects: HashSet<InstanceId>,
+    /// Instances whose turn the store refused for its data when written
+    /// alone: the next turn of each fails the instance with the reason.
+    poisoned: HashMap<InstanceId, FailureDetails>,
     shutting_down: bool,
 }
 
@@ -471,6 +512,8 @@ impl Dispatcher {
             flying: HashMap::new(),
             recheck: false,
             later: Pending::default(),
+            suspects: HashSet::new(),
+            poisoned: HashMap::new(),
             shutting_down: false,
         }
     }
@@ -543,9 +586,13 @@ impl Dispatcher {
                 tokio::task::yield_now().await;
             }
             if flight.is_none() {
-                let anything = !open.is_empty() || !self.foreign.is_empty() || !self.release.is_empty();
-                if anything && open.is_ready(max) {
-                    flight = Some(self.hand_over(open.split_off_first(max)));
+                if let Some(alone) = open.take_any_of(&self.suspects) {
+                    flight = Some(self.hand_over(alone, false));
+                } else {
+                    let anything = !open.is_empty() || !self.foreign.is_empty() || !self.release.is_empty();
+                    if anything && open.is_ready(max) {
+                        flight = Some(self.hand_over(open.split_off_first(max), true));
+                    }
                 }
             }
             if self.shutting_down
@@ -587,6 +634,12 @@ impl Dispatcher {
                             if let Some(due) = due {
                                 look_at = look_at.min(due);
                             }
+                        }
+                        // Not the store's trouble but one turn's data, which
+                        // the next batches find out: no reason to wait.
+                        Err(e @ StoreError::Rejected(_)) => {
+                            tracing::error!(worker = %self.owner, error = %e, "could not commit orchestration turns");
+                            look_at = Instant::now();
                         }
                         Err(e) => {
                             tracing::error!(worker = %self.owner, error = %e, "could not commit orchestration turns");
@@ -778,11 +831,14 @@ impl Dispatcher {
                 self.defer_until_written(messages);
                 continue;
             };
-            let Some(runner) = self.runner_for(&id, &state).await else {
+            let Some(mut runner) = self.runner_for(&id, &state).await else {
                 // The history could not be loaded; the instance was held back.
                 self.defer(messages);
                 continue;
             };
+            if let Some(failure) = self.poisoned.get(&id) {
+                runner.fail(failure.clone(), state.history_len);
+            }
             let name = state.name.clone();
             turns.push(NextTurn::new(runner, id, state, messages, Some(name)));
         }
@@ -854,10 +910,12 @@ impl Dispatcher {
         }
     }
 
-    /// Hands the open batch to a task that writes it in one transaction.
-    /// The orchestrations that go on stay in memory as of their turns in
-    /// the batch, so that their next turns can run meanwhile.
-    fn hand_over(&mut self, open: OpenBatch) -> Flight {
+    /// Hands the open batch to a task that writes it in one transaction,
+    /// with the results for other instances and the releases waiting if
+    /// `with_rest`. The orchestrations that go on stay in memory as of
+    /// their turns in the batch, so that their next turns can run
+    /// meanwhile.
+    fn hand_over(&mut self, open: OpenBatch, with_rest: bool) -> Flight {
         let mut turns = Vec::with_capacity(open.turns.len());
         for OpenTurn {
             commit, runner, name, ..
@@ -875,10 +933,18 @@ impl Dispatcher {
             }
             turns.push(commit);
         }
+        let (completions, release) = if with_rest {
+            (
+                std::mem::take(&mut self.foreign),
+                std::mem::take(&mut self.release),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let batch = CommitBatch {
             turns,
-            completions: std::mem::take(&mut self.foreign),
-            release: std::mem::take(&mut self.release),
+            completions,
+            release,
         };
         let store = self.store.clone();
         let owner = self.owner.clone();
@@ -926,9 +992,30 @@ impl Dispatcher {
             self.foreign.extend(completions);
             self.release.extend(release);
         }
+        if let Some(StoreError::Rejected(reason)) = &landing.error {
+            // The data of one of the turns (or of a result written with
+            // them): each instance is written alone until the culprit is
+            // found, and a turn refused alone fails its instance.
+            match landing.turns.as_slice() {
+                [turn] if landing.turns_only => {
+                    tracing::error!(instance = %turn.instance_id, error = %reason, "the store refused the data of a turn; the instance fails");
+                    let failure = FailureDetails::new(
+                        "StoreRejected",
+                        format!("the store refused to write a turn of this instance: {reason}"),
+                    );
+                    self.suspects.remove(&turn.instance_id);
+                    self.poisoned.insert(turn.instance_id.clone(), failure);
+                }
+                turns => self.suspects.extend(turns.iter().map(|t| t.instance_id.clone())),
+            }
+        }
         let now = Utc::now();
         let mut due = None;
         for turn in landing.turns {
+            if turn.written {
+                self.suspects.remove(&turn.instance_id);
+                self.poisoned.remove(&turn.instance_id);
+            }
             if !turn.written {
                 if landing.error.is_none() {
                     tracing::debug!(instance = %turn.instance_id, worker = %self.owner, "turn conflicted; discarded");

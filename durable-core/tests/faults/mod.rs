@@ -50,6 +50,9 @@ pub struct FaultyStore {
     /// How many fetches there were, and how many work items they returned.
     fetches: AtomicUsize,
     fetched: AtomicUsize,
+    /// An instance whose turns make any commit fail with a data error, as
+    /// a value the database cannot store would.
+    refused: Mutex<Option<String>>,
 }
 
 impl FaultyStore {
@@ -64,7 +67,15 @@ impl FaultyStore {
             commit_delay: Mutex::new(Duration::ZERO),
             fetches: AtomicUsize::new(0),
             fetched: AtomicUsize::new(0),
+            refused: Mutex::new(None),
         }
+    }
+
+    /// Every commit that holds a turn of `instance` (other than one that
+    /// fails it) fails with [`StoreError::Rejected`], writing nothing, as
+    /// a value the database cannot store in its turns would make it.
+    pub fn refuse_turns_of(&self, instance: &str) {
+        *self.refused.lock().unwrap() = Some(instance.to_owned());
     }
 
     /// How many orchestration fetches there were so far.
@@ -118,6 +129,7 @@ impl FaultyStore {
                 StoreError::Conflict(_) => "Conflict",
                 StoreError::Corrupt(_) => "Corrupt",
                 StoreError::Config(_) => "Config",
+                StoreError::Rejected(_) => "Rejected",
                 _ => "Other",
             };
             self.errors.lock().unwrap().push(format!("{kind}: {e}"));
@@ -143,6 +155,19 @@ impl FaultyStore {
         let delay = *self.commit_delay.lock().unwrap();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        let refused = self.refused.lock().unwrap().clone();
+        if let Some(refused) = refused {
+            let refuses = |t: &durable_core::store::TurnCommit| {
+                t.instance_id.as_str() == refused
+                    && t.update
+                        .as_ref()
+                        .is_none_or(|u| u.status != durable_core::RuntimeStatus::Failed)
+            };
+            if batch.turns.iter().any(refuses) {
+                let e = StoreError::Rejected(format!("a value of {refused} cannot be stored"));
+                return self.record(Err(e));
+            }
         }
         let outcomes = self.record(self.inner.commit(owner, lease, batch).await)?;
         let mut line = String::new();
