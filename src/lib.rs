@@ -12,6 +12,9 @@
 //!   examples.
 //! * [`samples`]: plain durable-core orchestrations (the custom-status
 //!   sample of the Durable Functions docs, and an approval by event).
+//! * [`simulation`]: the seeded simulation of the whole runtime under
+//!   faults, run by `tests/simulation.rs` and the benchmark program's
+//!   `simulate` scenario.
 //!
 //! [`register`] puts every example workflow on a [`Registry`], so that a
 //! worker anywhere can run them.
@@ -21,6 +24,7 @@ pub mod cli;
 pub mod document_processing;
 pub mod render;
 pub mod samples;
+pub mod simulation;
 pub mod watch;
 
 use std::sync::Arc;
