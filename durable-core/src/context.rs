@@ -180,7 +180,8 @@ pub(crate) struct State {
     open_tasks: HashSet<u64>,
     results: HashMap<u64, Result<Payload, FailureDetails>>,
     wakers: HashMap<u64, Waker>,
-    buffered_events: HashMap<String, VecDeque<Payload>>,
+    /// Events raised before anyone waited for them, in arrival order.
+    buffered_events: VecDeque<(String, Payload)>,
     waiters: BTreeMap<u64, Waiter>,
     next_waiter_id: u64,
     pub(crate) actions: Vec<Action>,
@@ -190,7 +191,9 @@ pub(crate) struct State {
     persisted_emits: u64,
     pub(crate) emits: Vec<PendingEmit>,
     guid_counter: u64,
-    pub(crate) continue_as_new: Option<Payload>,
+    /// The input of the next execution and its options, once the code
+    /// continued as new.
+    pub(crate) continue_as_new: Option<(Payload, ContinueAsNewOptions)>,
     pub(crate) fatal: Option<FailureDetails>,
 }
 
@@ -247,7 +250,7 @@ impl State {
                     waker.wake();
                 }
             }
-            None => self.buffered_events.entry(name).or_default().push_back(data),
+            None => self.buffered_events.push_back((name, data)),
         }
     }
 
@@ -313,7 +316,7 @@ impl OrchestrationContext {
                 open_tasks: HashSet::new(),
                 results: HashMap::new(),
                 wakers: HashMap::new(),
-                buffered_events: HashMap::new(),
+                buffered_events: VecDeque::new(),
                 waiters: BTreeMap::new(),
                 next_waiter_id: 0,
                 actions: Vec::new(),
@@ -469,7 +472,8 @@ impl OrchestrationContext {
             return DurableFuture::ready(self.clone(), Err(e));
         }
         let mut state = self.lock();
-        if let Some(data) = state.buffered_events.get_mut(&name).and_then(VecDeque::pop_front) {
+        let buffered = state.buffered_events.iter().position(|(n, _)| *n == name);
+        if let Some((_, data)) = buffered.and_then(|i| state.buffered_events.remove(i)) {
             drop(state);
             let what = format!("external event '{name}'");
             return DurableFuture::ready(self.clone(), Ok(data)).with_what(what);
@@ -569,12 +573,38 @@ impl OrchestrationContext {
     /// Ends this execution and starts a new one of the same instance with
     /// `input` and a fresh history. The stream continues across executions.
     ///
+    /// Events raised to the instance that this execution has not taken
+    /// (raised before anyone waited for them, or while it was ending) are
+    /// kept for the next execution, in the order they arrived, as Durable
+    /// Task does by default; use
+    /// [`continue_as_new_with`](Self::continue_as_new_with) to drop them.
+    ///
     /// Return the awaited result from the orchestration:
     /// `return ctx.continue_as_new(&next).await;`
     pub fn continue_as_new<T>(&self, input: &impl Serialize) -> ContinueAsNew<T> {
+        self.continue_as_new_with(input, ContinueAsNewOptions::new())
+    }
+
+    /// Continues as new like [`continue_as_new`](Self::continue_as_new),
+    /// with options.
+    ///
+    /// ```
+    /// use durable_core::{ContinueAsNewOptions, OrchestrationContext, OrchestrationError};
+    ///
+    /// async fn poll(ctx: OrchestrationContext, round: u32) -> Result<u32, OrchestrationError> {
+    ///     // Events raised meanwhile are stale for the next round.
+    ///     let fresh = ContinueAsNewOptions::new().preserve_unprocessed_events(false);
+    ///     ctx.continue_as_new_with(&(round + 1), fresh).await
+    /// }
+    /// ```
+    pub fn continue_as_new_with<T>(
+        &self,
+        input: &impl Serialize,
+        options: ContinueAsNewOptions,
+    ) -> ContinueAsNew<T> {
         let mut state = self.lock();
         match Payload::new(input) {
-            Ok(v) => state.continue_as_new = Some(v),
+            Ok(v) => state.continue_as_new = Some((v, options)),
             Err(e) => {
                 if state.fatal.is_none() {
                     state.fatal = Some(FailureDetails::new(
@@ -585,6 +615,11 @@ impl OrchestrationContext {
             }
         }
         ContinueAsNew(PhantomData)
+    }
+
+    /// Takes the events raised that no wait took, in arrival order.
+    pub(crate) fn take_unprocessed_events(&self) -> Vec<(String, Payload)> {
+        self.lock().buffered_events.drain(..).collect()
     }
 
     /// Replaces the custom status, a small JSON snapshot clients can read
@@ -678,6 +713,40 @@ fn to_payload(value: &impl Serialize, what: impl FnOnce() -> String) -> Result<P
         what: what(),
         message: e.to_string(),
     })
+}
+
+/// How an orchestration continues as new
+/// ([`OrchestrationContext::continue_as_new_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContinueAsNewOptions {
+    preserve_unprocessed_events: bool,
+}
+
+impl Default for ContinueAsNewOptions {
+    fn default() -> Self {
+        Self {
+            preserve_unprocessed_events: true,
+        }
+    }
+}
+
+impl ContinueAsNewOptions {
+    /// The defaults: unprocessed events are kept.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether events raised to the instance that the ending execution
+    /// did not take go to the next execution (the default) or are
+    /// dropped.
+    pub fn preserve_unprocessed_events(mut self, keep: bool) -> Self {
+        self.preserve_unprocessed_events = keep;
+        self
+    }
+
+    pub(crate) fn preserves_unprocessed_events(self) -> bool {
+        self.preserve_unprocessed_events
+    }
 }
 
 /// The future returned by [`OrchestrationContext::continue_as_new`]. It
@@ -826,11 +895,7 @@ impl<T> Drop for DurableFuture<T> {
                 // An event delivered to a wait that was given up (a timeout
                 // won the race) goes back for the next wait.
                 if let Some(data) = w.delivered {
-                    state
-                        .buffered_events
-                        .entry(name.clone())
-                        .or_default()
-                        .push_front(data);
+                    state.buffered_events.push_front((name.clone(), data));
                 }
             }
         }

@@ -92,7 +92,9 @@ mod typed;
 mod worker;
 
 pub use client::{Client, StartOptions};
-pub use context::{ContinueAsNew, DurableFuture, Limits, OrchestrationContext, StatusMeasure};
+pub use context::{
+    ContinueAsNew, ContinueAsNewOptions, DurableFuture, Limits, OrchestrationContext, StatusMeasure,
+};
 pub use error::{Error, OrchestrationError, Result, StoreError};
 pub use history::{FailureDetails, HistoryEvent, ParentInstance};
 pub use ids::{InstanceId, InvalidInstanceId, MAX_INSTANCE_ID_LEN, MAX_NAME_LEN};

@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use crate::context::{Action, Limits};
+use crate::context::{Action, ContinueAsNewOptions, Limits};
 use crate::store::{
     ActivityCompletion, ActivityKey, InboxMessage, InstanceState, InstanceUpdate, MessageSource, NewActivity,
     NewInstance, NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
@@ -30,7 +30,7 @@ use crate::{
 pub(crate) enum Outcome {
     Completed(Payload),
     Failed(FailureDetails),
-    ContinuedAsNew(Payload),
+    ContinuedAsNew(Payload, ContinueAsNewOptions),
     Terminated(Option<String>),
 }
 
@@ -213,7 +213,7 @@ impl Runner {
         let continue_as_new = self.ctx.lock().continue_as_new.take();
         match (result, continue_as_new) {
             (Some(Err(failure)), _) => self.finish(Outcome::Failed(failure)),
-            (_, Some(input)) => self.finish(Outcome::ContinuedAsNew(input)),
+            (_, Some((input, options))) => self.finish(Outcome::ContinuedAsNew(input, options)),
             (Some(Ok(output)), None) => self.finish(Outcome::Completed(output)),
             (None, None) => {}
         }
@@ -349,7 +349,7 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
     while let Some(message) = queue.pop_front() {
         let waits = (status == RuntimeStatus::Suspended && !is_control(&message.event))
             // Raised events wait for the next execution after continue-as-new.
-            || (matches!(runner.outcome, Some(Outcome::ContinuedAsNew(_)))
+            || (matches!(runner.outcome, Some(Outcome::ContinuedAsNew(..)))
                 && matches!(message.event, HistoryEvent::EventRaised { .. }));
         if waits {
             waiting.push(message);
@@ -553,7 +553,7 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
                 }));
             false
         }
-        Some(Outcome::ContinuedAsNew(input)) => {
+        Some(Outcome::ContinuedAsNew(input, options)) => {
             let next = uuid::Uuid::new_v4().simple().to_string();
             commit.messages.push(NewMessage {
                 instance_id: instance_id.clone(),
@@ -566,6 +566,21 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
                 },
                 visible_at: now,
             });
+            if options.preserves_unprocessed_events() {
+                // Raised events the execution took but no wait did: back
+                // to the inbox for the next execution, in their order and
+                // before any still there, which arrived after them (a
+                // message is taken in the order of its visible time). The
+                // next execution starts before it takes them.
+                for (name, data) in runner.ctx.take_unprocessed_events() {
+                    commit.messages.push(NewMessage {
+                        instance_id: instance_id.clone(),
+                        execution_id: None,
+                        event: HistoryEvent::EventRaised { name, data },
+                        visible_at: DateTime::<Utc>::default(),
+                    });
+                }
+            }
             // The old execution's history is dropped; the stream goes on.
             commit.new_execution = true;
             commit.history_index = 0;

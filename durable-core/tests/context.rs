@@ -843,6 +843,56 @@ async fn events_raised_during_continue_as_new_reach_the_next_execution() {
     rig.shutdown().await;
 }
 
+/// Round 0 takes "go" while events "x" wait unread; it continues as new
+/// (keeping them or not, as its input says), and round 1 takes up to three
+/// "x", or stops waiting after a timer.
+async fn carry_events(
+    ctx: OrchestrationContext,
+    (round, keep): (u32, bool),
+) -> Result<Vec<u32>, OrchestrationError> {
+    if round == 0 {
+        ctx.set_custom_status(&"waiting")?;
+        let _: () = ctx.wait_for_external_event("go").await?;
+        let options = durable_core::ContinueAsNewOptions::new().preserve_unprocessed_events(keep);
+        return ctx.continue_as_new_with(&(1, keep), options).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let x = ctx.wait_for_external_event::<u32>("x");
+        let timer = ctx.create_timer_in(Duration::from_millis(300));
+        match durable_core::future::select(x, timer).await {
+            durable_core::future::Either::Left((x, _)) => got.push(x?),
+            durable_core::future::Either::Right(_) => break,
+        }
+    }
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_no_wait_took_go_to_the_next_execution_in_order_unless_dropped() {
+    let rig = Rig::new(Registry::new().orchestration("carry_events", carry_events)).await;
+    for keep in [true, false] {
+        let id = rig.client.start("carry_events", &(0, keep)).await.unwrap();
+        wait_custom_status(&rig.client, &id, json!("waiting")).await;
+        for x in [1u32, 2] {
+            rig.client.raise_event(&id, "x", &x).await.unwrap();
+        }
+        rig.client.raise_event(&id, "go", &()).await.unwrap();
+        // Raised as the execution ends or after: after the kept ones.
+        rig.client.raise_event(&id, "x", &3u32).await.unwrap();
+        let got: Vec<u32> = output_of(&rig.client, &id).await;
+        if keep {
+            assert_eq!(got, [1, 2, 3], "kept, in the order they were raised");
+        } else {
+            assert!(
+                got.is_empty() || got == [3],
+                "dropped: only an event raised after the execution ended remains, got {got:?}"
+            );
+        }
+    }
+    rig.shutdown().await;
+}
+
 // ------------------------------------------------------------- custom status
 
 async fn status_steps(
