@@ -141,6 +141,7 @@ conformance!(
     a_reused_id_streams_its_new_events,
     many_turns_commit_together_whole,
     a_released_instance_is_free_for_other_workers,
+    a_release_queued_before_a_redo_leaves_the_lease_the_redo_keeps,
     an_event_raised_once_is_taken_once,
     starts_at_once_create_each_instance_once,
     a_result_is_delivered_only_while_its_work_item_exists,
@@ -718,6 +719,33 @@ async fn a_released_instance_is_free_for_other_workers(b: &Backend) {
     let taken = b.store.fetch_orchestrations("other", lease, 10).await.unwrap();
     assert_eq!(taken.len(), 1, "released, the instance is free");
     assert_eq!(taken[0].instance_id, id);
+}
+
+/// A worker that gave an instance up (a turn not written) queues its
+/// release; the instance's redone turn may be written in the same batch,
+/// keeping the lease. The turn says what the lease is: the release does
+/// not clear the lease the turn keeps.
+async fn a_release_queued_before_a_redo_leaves_the_lease_the_redo_keeps(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let id = client.start("forever", &()).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let mut items = b.store.fetch_orchestrations("keeper", lease, 10).await.unwrap();
+    assert_eq!(items.len(), 1);
+    let mut kept = common::emitting_turn(&items.pop().unwrap(), vec![(1, 0)]);
+    kept.keep_lease = true;
+    let redo = CommitBatch {
+        turns: vec![kept],
+        release: vec![id.clone()],
+        ..CommitBatch::default()
+    };
+    let outcome = b.store.commit("keeper", lease, &redo).await;
+    assert_eq!(outcome.unwrap(), [TurnOutcome::Committed]);
+
+    client.raise_event(&id, "poke", &()).await.unwrap();
+    let taken = b.store.fetch_orchestrations("other", lease, 10).await.unwrap();
+    assert!(taken.is_empty(), "the instance is still leased to its keeper");
+    let own = b.store.fetch_orchestrations("keeper", lease, 10).await.unwrap();
+    assert_eq!(own.len(), 1, "and its keeper goes on with it");
 }
 
 /// `raise_event_once`: of eight clients raising one name at once, one

@@ -390,6 +390,22 @@ pub(crate) fn publish_turns(
     }
 }
 
+/// The instances whose lease a batch gives up: those of its release list
+/// without a turn it writes (`written[i]` for its turn `i`). A written
+/// turn leaves the lease as it says (kept by the committing worker, or
+/// given up), whatever was queued for release before the instance's turn
+/// was redone.
+pub(crate) fn releases<'a>(batch: &'a super::CommitBatch, written: &[bool]) -> Vec<&'a InstanceId> {
+    let turned: std::collections::HashSet<&InstanceId> = batch
+        .turns
+        .iter()
+        .zip(written)
+        .filter(|(_, w)| **w)
+        .map(|(t, _)| &t.instance_id)
+        .collect();
+    batch.release.iter().filter(|id| !turned.contains(id)).collect()
+}
+
 /// The ids of the instances a batch's writes depend on: its turns' and the
 /// sub-orchestrations they create.
 pub(crate) fn batch_instance_ids(batch: &super::CommitBatch) -> Vec<&str> {

@@ -16,8 +16,8 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::listen::Change;
 use crate::store::codec::{
-    batch_instance_ids, child_exists, db, event_kind, i64_of, may_commit, ms, status_of, to_json, u64_of,
-    InstanceRow, INSTANCE_TABLES,
+    batch_instance_ids, child_exists, db, event_kind, i64_of, may_commit, ms, releases, status_of, to_json,
+    u64_of, InstanceRow, INSTANCE_TABLES,
 };
 use crate::store::{
     ActivityCompletion, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult, TurnCommit,
@@ -683,13 +683,10 @@ fn plan(
         writes.completion(completion)?;
         change.orchestration_work = true;
     }
-    let turning: Vec<&str> = batch.turns.iter().map(|t| t.instance_id.as_str()).collect();
-    for id in &batch.release {
-        // An instance with a turn in this batch is updated by the turn.
-        if !turning.contains(&id.as_str()) {
-            writes.release.push(id.as_str().to_owned());
-            change.orchestration_work = true;
-        }
+    let written: Vec<bool> = outcomes.iter().map(|o| *o == TurnOutcome::Committed).collect();
+    for id in releases(batch, &written) {
+        writes.release.push(id.as_str().to_owned());
+        change.orchestration_work = true;
     }
     Ok((writes, outcomes, change))
 }

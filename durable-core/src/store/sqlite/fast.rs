@@ -18,7 +18,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::write::Wake;
-use crate::store::codec::{db, event_kind, i64_of, ms, to_json};
+use crate::store::codec::{db, event_kind, i64_of, ms, releases, to_json};
 use crate::store::{CommitBatch, NewStreamEvent, StoreError, StoreResult, TurnCommit};
 use crate::Payload;
 
@@ -283,7 +283,8 @@ pub(super) async fn commit(
             .push(&(key.0, key.1, to_json(&c.event)?, key.2))?;
         wake.orchestrations = true;
     }
-    for id in &batch.release {
+    // Every turn is written, or none.
+    for id in releases(batch, &vec![true; batch.turns.len()]) {
         rows.release.push(id.as_str())?;
         wake.orchestrations = true;
     }

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::store::codec::{
-    batch_instance_ids, child_exists, db, event_kind, i64_of, json_list, may_commit, ms, status_of, to_json,
-    u64_of, InstanceRow, INSTANCE_TABLES,
+    batch_instance_ids, child_exists, db, event_kind, i64_of, json_list, may_commit, ms, releases, status_of,
+    to_json, u64_of, InstanceRow, INSTANCE_TABLES,
 };
 use crate::store::{
     ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
@@ -438,19 +438,28 @@ pub(super) async fn commit_batch(
         wake.turn(turn, now);
         outcomes.push(TurnOutcome::Committed);
     }
-    sql.rest(owner, now, batch, &mut wake)?;
+    let written: Vec<bool> = outcomes.iter().map(|o| *o == TurnOutcome::Committed).collect();
+    sql.rest(owner, now, batch, &written, &mut wake)?;
     sql.execute(tx).await?;
     Ok((outcomes, wake))
 }
 
 impl<'a> Sql<'a> {
-    /// The completions and releases of a batch.
-    fn rest(&mut self, owner: &'a str, now: i64, batch: &'a CommitBatch, wake: &mut Wake) -> StoreResult<()> {
+    /// The completions and releases of a batch whose turns were written
+    /// as `written` says.
+    fn rest(
+        &mut self,
+        owner: &'a str,
+        now: i64,
+        batch: &'a CommitBatch,
+        written: &[bool],
+        wake: &mut Wake,
+    ) -> StoreResult<()> {
         for completion in &batch.completions {
             self.completion(completion, now)?;
             wake.orchestrations = true;
         }
-        for instance_id in &batch.release {
+        for instance_id in releases(batch, written) {
             self.release(instance_id.as_str(), owner);
             wake.orchestrations = true;
         }
