@@ -286,7 +286,9 @@ async fn instance_ids_are_validated() {
         out,
         format!(
             "invalid: instance id is {} bytes long; the limit is 256",
-            MAX_INSTANCE_ID_LEN + 2
+            // The parent's id, its execution id (32 hex digits), the task
+            // id and two colons.
+            MAX_INSTANCE_ID_LEN + 32 + 1 + 2
         )
     );
     rig.shutdown().await;

@@ -456,3 +456,39 @@ async fn two_workers_in_one_process_share_the_instances_started_there() {
         worker.shutdown().await.unwrap();
     }
 }
+
+async fn started(_ctx: OrchestrationContext, _: ()) -> Result<&'static str, OrchestrationError> {
+    Ok("started")
+}
+
+/// With polling off, an idle worker looks at the store again only when
+/// signalled or at the store's next wake-up time, which it reads after a
+/// fetch that found nothing. An instance whose start is delayed, created
+/// while such a read is under way (the read saw the store before it),
+/// must still start on time: the worker reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_start_written_while_the_next_wakeup_is_read_starts_on_time() {
+    let store = common::memory_store().await;
+    let faulty = Arc::new(FaultyStore::new(store.clone()));
+    faulty.answer_wakeup_reads_late(Duration::from_millis(300));
+    let worker = Worker::start(faulty.clone(), Registry::new().orchestration("started", started)).unwrap();
+    let client = Client::new(store);
+    // The worker's first look found nothing; its read of the next wake-up
+    // time answers 300 ms later, with what it read now: nothing.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for delay_ms in [100, 150] {
+        let at = chrono::Utc::now() + chrono::Duration::milliseconds(delay_ms);
+        let id = client
+            .start_with(StartOptions::new("started", &()).unwrap().start_at(at))
+            .await
+            .unwrap();
+        let meta = client
+            .wait_for_completion(&id, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("the start delayed by {delay_ms} ms did not run: {e}"));
+        assert_eq!(meta.status, RuntimeStatus::Completed);
+        // Let the worker go idle again, with a read under way.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.shutdown().await.unwrap();
+}

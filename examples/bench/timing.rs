@@ -167,8 +167,8 @@ impl Store for TimingStore {
         self.inner.release_leases(owner)
     }
 
-    fn next_wakeup(&self) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
-        self.inner.next_wakeup()
+    fn next_wakeup(&self, after: DateTime<Utc>) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
+        self.inner.next_wakeup(after)
     }
 
     fn get_instance<'a>(

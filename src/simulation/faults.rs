@@ -312,10 +312,10 @@ impl Store for FaultyStore {
         self.inner.release_leases(owner)
     }
 
-    fn next_wakeup(&self) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
+    fn next_wakeup(&self, after: DateTime<Utc>) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
         async move {
             self.read_fault()?;
-            self.inner.next_wakeup().await
+            self.inner.next_wakeup(after).await
         }
         .boxed()
     }

@@ -254,7 +254,13 @@ struct Sim {
 
 enum Cleanup {
     Dir(std::path::PathBuf),
-    Schema { url: String, schema: String },
+    Schema {
+        url: String,
+        schema: String,
+        /// Every handle, closed at the end: a dropped pool lets its
+        /// connections go only in its own time.
+        stores: Vec<Arc<durable_core::store::PostgresStore>>,
+    },
 }
 
 impl Sim {
@@ -288,32 +294,30 @@ impl Sim {
                 }
                 Backend::Postgres(url) => {
                     let schema = format!("sim_{unique}");
-                    let open = || async {
-                        durable_core::store::PostgresStore::with_options(
+                    let mut handles = Vec::new();
+                    for _ in 0..=options.workers {
+                        let store = durable_core::store::PostgresStore::with_options(
                             durable_core::store::PostgresStoreOptions::new(url.clone())
                                 .schema(&schema)
-                                .max_connections(6)
+                                .max_connections(4)
                                 .poll_interval(None),
                         )
                         .await
-                        .map(|s| Arc::new(s) as Arc<dyn Store>)
-                        .map_err(|e| e.to_string())
-                    };
-                    let client_store = open().await?;
-                    let mut stores = Vec::new();
-                    for _ in 0..options.workers {
-                        stores.push(Arc::new(FaultyStore::new(
-                            open().await?,
-                            rng.next_u64(),
-                            leases.clone(),
-                        )));
+                        .map_err(|e| e.to_string())?;
+                        handles.push(Arc::new(store));
                     }
+                    let client_store: Arc<dyn Store> = handles[0].clone();
+                    let stores = handles[1..]
+                        .iter()
+                        .map(|h| Arc::new(FaultyStore::new(h.clone(), rng.next_u64(), leases.clone())))
+                        .collect();
                     (
                         client_store,
                         stores,
                         Cleanup::Schema {
                             url: url.clone(),
                             schema,
+                            stores: handles,
                         },
                     )
                 }
@@ -738,7 +742,10 @@ impl Sim {
             Cleanup::Dir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            Cleanup::Schema { url, schema } => {
+            Cleanup::Schema { url, schema, stores } => {
+                for store in stores {
+                    store.close().await;
+                }
                 if let Ok(pool) = sqlx::PgPool::connect(&url).await {
                     let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                         .execute(&pool)

@@ -475,9 +475,12 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Releases every lease `owner` holds (graceful shutdown).
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>>;
 
-    /// The earliest time after now at which a message becomes visible or a
-    /// lease expires (when a waiting worker should look again).
-    fn next_wakeup(&self) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>>;
+    /// The earliest time after `after` at which a message becomes visible
+    /// or a lease expires: when a waiting worker should look again. A
+    /// worker passes the time its last look at the work began, so that
+    /// what became visible since (and the look could not see) is in the
+    /// answer too, even if it is visible by now.
+    fn next_wakeup(&self, after: DateTime<Utc>) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>>;
 
     /// Reads an instance's metadata.
     fn get_instance<'a>(

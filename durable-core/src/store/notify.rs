@@ -242,6 +242,7 @@ impl InstanceFeed {
 pub struct ChangeFeed {
     orchestration_work: watch::Sender<u64>,
     activity_work: watch::Sender<u64>,
+    wakeups: watch::Sender<u64>,
     instances: Mutex<HashMap<InstanceId, Weak<InstanceFeed>>>,
     offers: Arc<Offers>,
 }
@@ -251,6 +252,7 @@ impl Default for ChangeFeed {
         Self {
             orchestration_work: watch::Sender::new(0),
             activity_work: watch::Sender::new(0),
+            wakeups: watch::Sender::new(0),
             instances: Mutex::default(),
             offers: Arc::default(),
         }
@@ -332,6 +334,19 @@ impl ChangeFeed {
     /// enqueued or leases were released.
     pub fn activity_work(&self) -> watch::Receiver<u64> {
         self.activity_work.subscribe()
+    }
+
+    /// A receiver that changes when a message was written that becomes
+    /// visible later (a timer, a delayed start): a waiting worker's next
+    /// wake-up time may have come sooner.
+    pub fn wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.subscribe()
+    }
+
+    /// Signals that a message becomes visible later
+    /// ([`ChangeFeed::wakeups`]).
+    pub fn notify_wakeup(&self) {
+        self.wakeups.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Signals the orchestration dispatchers.

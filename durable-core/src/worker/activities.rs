@@ -112,7 +112,7 @@ pub(super) async fn fetch_activities(
             continue;
         }
         let look_at = if room > 0 {
-            next_look(store.as_ref(), backoff.next_delay()).await
+            next_look(store.as_ref(), chrono::Utc::now(), backoff.next_delay()).await
         } else {
             Instant::now() + Duration::from_millis(50)
         };

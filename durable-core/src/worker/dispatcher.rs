@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::activities::{ActivityRunner, Finished, RunId};
+use super::wake::LookSchedule;
 use super::{next_look, Backoff, WorkerOptions};
 use crate::replay::{merge_turns, panic_message, run_turn, state_after, Runner, TurnResult};
 use crate::store::{
@@ -351,10 +352,6 @@ async fn run_in_parallel(turns: Vec<NextTurn>) -> Vec<(InstanceId, Option<String
     done
 }
 
-/// How long the dispatcher waits without a signal while the store's next
-/// wake-up time is being read (the read answers long before).
-const IDLE_LOOK: Duration = Duration::from_secs(3600);
-
 /// A batch being written by a task of its own.
 type Flight = JoinHandle<Landing>;
 
@@ -524,17 +521,23 @@ impl Dispatcher {
         // Instances this process has just created, handed over in memory
         // instead of signalled: their first turns need no fetch.
         let offers = store.changes().take_offers();
+        let mut wakeups = store.changes().wakeups();
         let mut backoff = Backoff::new(store.poll_interval());
         let max = self.options.orchestration_batch;
         // When to look at the store next even without a signal: a timer
         // becomes due, a lease expires, or it is time to poll (or now, after
         // a full page).
-        let mut look_at = Instant::now();
+        let mut schedule = LookSchedule::new(Instant::now());
         // The store's next wake-up time, read by a task of its own after a
         // fetch that emptied the store, so that the turns it found do not
         // wait for the read. Until it answers, only signals, results and
         // the batch wake the loop.
         let mut lookup: Option<JoinHandle<Instant>> = None;
+        let read_next_look = |after: DateTime<Utc>, backoff: &mut Backoff| {
+            let store = store.clone();
+            let poll = backoff.next_delay();
+            tokio::spawn(async move { next_look(store.as_ref(), after, poll).await })
+        };
         let mut error_backoff = Duration::from_millis(10);
         let mut deadline = Instant::now();
         let mut open = OpenBatch::default();
@@ -560,21 +563,19 @@ impl Dispatcher {
                     pending.add(&item.instance_id, Some(item.state), item.messages);
                 }
             }
-            if can_look && (work.has_changed().unwrap_or(false) || Instant::now() >= look_at) {
+            if can_look && (work.has_changed().unwrap_or(false) || schedule.is_due(Instant::now())) {
                 work.borrow_and_update();
+                let began = Utc::now();
                 match self.fetch(&mut pending, open.len()).await {
-                    Ok(true) => look_at = Instant::now(),
+                    Ok(true) => schedule.look_again_at(Instant::now()),
                     Ok(false) => {
-                        look_at = Instant::now() + IDLE_LOOK;
-                        if lookup.is_none() {
-                            let store = store.clone();
-                            let poll = backoff.next_delay();
-                            lookup = Some(tokio::spawn(async move { next_look(store.as_ref(), poll).await }));
+                        if let Some(after) = schedule.found_nothing(Instant::now(), began) {
+                            lookup = Some(read_next_look(after, &mut backoff));
                         }
                     }
                     Err(e) => {
                         tracing::warn!(worker = %self.owner, error = %e, "could not fetch orchestration work");
-                        look_at = Instant::now() + Duration::from_secs(1);
+                        schedule.look_again_at(Instant::now() + Duration::from_secs(1));
                     }
                 }
             }
@@ -608,7 +609,7 @@ impl Dispatcher {
             // The batch may have been handed over: room to look again.
             let can_look = !self.shutting_down && open.len() < max;
             let mut wake_at = if can_look {
-                look_at
+                schedule.look_at()
             } else {
                 Instant::now() + Duration::from_secs(3600)
             };
@@ -622,8 +623,17 @@ impl Dispatcher {
                 Some(c) = self.completions.recv() => carried = Some(c),
                 next = async { lookup.as_mut().expect("checked by the guard").await }, if lookup.is_some() => {
                     lookup = None;
-                    // A page or a timer since may have made it sooner.
-                    look_at = look_at.min(next.unwrap_or_else(|_| Instant::now() + Duration::from_secs(1)));
+                    let next = next.unwrap_or_else(|_| Instant::now() + Duration::from_secs(1));
+                    // A delayed message written since may be missing from
+                    // what it read: read again.
+                    if let Some(after) = schedule.read_answered(next) {
+                        lookup = Some(read_next_look(after, &mut backoff));
+                    }
+                }
+                Ok(()) = wakeups.changed() => {
+                    if let Some(after) = schedule.wakeup_written() {
+                        lookup = Some(read_next_look(after, &mut backoff));
+                    }
                 }
                 landed = async { flight.as_mut().expect("checked by the guard").await }, if flight.is_some() => {
                     flight = None;
@@ -632,30 +642,30 @@ impl Dispatcher {
                             error_backoff = Duration::from_millis(10);
                             // A timer (or a delayed message) it just wrote.
                             if let Some(due) = due {
-                                look_at = look_at.min(due);
+                                schedule.look_by(due);
                             }
                         }
                         // Not the store's trouble but one turn's data, which
                         // the next batches find out: no reason to wait.
                         Err(e @ StoreError::Rejected(_)) => {
                             tracing::error!(worker = %self.owner, error = %e, "could not commit orchestration turns");
-                            look_at = Instant::now();
+                            schedule.look_again_at(Instant::now());
                         }
                         Err(e) => {
                             tracing::error!(worker = %self.owner, error = %e, "could not commit orchestration turns");
                             tokio::time::sleep(error_backoff).await;
                             error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
-                            look_at = Instant::now();
+                            schedule.look_again_at(Instant::now());
                         }
                     }
                     if std::mem::take(&mut self.recheck) {
-                        look_at = Instant::now();
+                        schedule.look_again_at(Instant::now());
                     }
                 }
                 () = offers.offered(), if can_look => {}
                 Ok(()) = work.changed(), if can_look => {
                     backoff.reset();
-                    look_at = Instant::now();
+                    schedule.look_again_at(Instant::now());
                 }
                 () = tokio::time::sleep_until(wake_at) => {}
                 _ = shutdown.changed(), if !self.shutting_down => {}

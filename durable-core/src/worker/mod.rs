@@ -26,11 +26,12 @@
 
 mod activities;
 mod dispatcher;
+mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -297,10 +298,11 @@ impl Backoff {
 }
 
 /// When an idle loop should look at the store again: at the store's next
-/// wake-up time (a timer, a lease that expires) or after `poll` (the next
-/// poll delay, if the store is polled), whichever is first.
-async fn next_look(store: &dyn Store, poll: Option<Duration>) -> Instant {
-    let wakeup = match store.next_wakeup().await {
+/// wake-up time after `after` (a timer, a lease that expires; a time
+/// already past: at once) or after `poll` (the next poll delay, if the
+/// store is polled), whichever is first.
+async fn next_look(store: &dyn Store, after: DateTime<Utc>, poll: Option<Duration>) -> Instant {
+    let wakeup = match store.next_wakeup(after).await {
         Ok(Some(at)) => Some(
             (at - Utc::now())
                 .to_std()

@@ -53,6 +53,9 @@ pub struct FaultyStore {
     /// An instance whose turns make any commit fail with a data error, as
     /// a value the database cannot store would.
     refused: Mutex<Option<String>>,
+    /// How long the answer to a read of the next wake-up time is held
+    /// back after the read.
+    wakeup_answer_delay: Mutex<Duration>,
 }
 
 impl FaultyStore {
@@ -68,7 +71,14 @@ impl FaultyStore {
             fetches: AtomicUsize::new(0),
             fetched: AtomicUsize::new(0),
             refused: Mutex::new(None),
+            wakeup_answer_delay: Mutex::new(Duration::ZERO),
         }
+    }
+
+    /// Every read of the next wake-up time answers `delay` after it read
+    /// the store: what is written meanwhile is missing from its answer.
+    pub fn answer_wakeup_reads_late(&self, delay: Duration) {
+        *self.wakeup_answer_delay.lock().unwrap() = delay;
     }
 
     /// Every commit that holds a turn of `instance` (other than one that
@@ -281,8 +291,16 @@ impl Store for FaultyStore {
         async move { self.record(self.inner.release_leases(owner).await) }.boxed()
     }
 
-    fn next_wakeup(&self) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
-        async move { self.record(self.inner.next_wakeup().await) }.boxed()
+    fn next_wakeup(&self, after: DateTime<Utc>) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
+        async move {
+            let answer = self.record(self.inner.next_wakeup(after).await);
+            let delay = *self.wakeup_answer_delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            answer
+        }
+        .boxed()
     }
 
     fn get_instance<'a>(

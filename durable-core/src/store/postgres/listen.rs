@@ -33,6 +33,8 @@ pub(super) struct Change {
     pub(super) orchestration_work: bool,
     /// Unclaimed activity work items were added or released.
     pub(super) activity_work: bool,
+    /// A message was written that becomes visible later (a timer).
+    pub(super) later: bool,
 }
 
 impl Change {
@@ -41,7 +43,7 @@ impl Change {
         Self {
             instances: instance.into_iter().collect(),
             orchestration_work: true,
-            activity_work: false,
+            ..Self::default()
         }
     }
 
@@ -54,7 +56,7 @@ impl Change {
     }
 
     fn is_empty(&self) -> bool {
-        self.instances.is_empty() && !self.orchestration_work && !self.activity_work
+        self.instances.is_empty() && !self.orchestration_work && !self.activity_work && !self.later
     }
 }
 
@@ -69,6 +71,9 @@ struct Announcement {
     /// Activity work.
     #[serde(default)]
     a: bool,
+    /// A message that becomes visible later.
+    #[serde(default)]
+    t: bool,
     /// The instances that changed; `None` for "any instance".
     i: Option<BTreeSet<String>>,
 }
@@ -107,12 +112,14 @@ async fn send_loop(pool: PgPool, channel: String, origin: String, mut rx: mpsc::
             o: origin.clone(),
             w: false,
             a: false,
+            t: false,
             i: Some(BTreeSet::new()),
         };
         let mut bytes = 0;
         let mut add = |payload: &mut Announcement, change: Change| {
             payload.w |= change.orchestration_work;
             payload.a |= change.activity_work;
+            payload.t |= change.later;
             if let Some(ids) = &mut payload.i {
                 for id in change.instances {
                     bytes += id.as_str().len() + 3;
@@ -144,6 +151,7 @@ async fn send_loop(pool: PgPool, channel: String, origin: String, mut rx: mpsc::
 fn wake_all(feed: &ChangeFeed) {
     feed.notify_orchestration_work();
     feed.notify_activity_work();
+    feed.notify_wakeup();
     feed.notify_all_instances();
 }
 
@@ -160,6 +168,9 @@ fn apply(feed: &ChangeFeed, text: &str, origin: &str) {
     }
     if payload.a {
         feed.notify_activity_work();
+    }
+    if payload.t {
+        feed.notify_wakeup();
     }
     match payload.i {
         None => feed.notify_all_instances(),

@@ -166,6 +166,9 @@ impl Inner {
         if change.activity_work {
             self.changes.notify_activity_work();
         }
+        if change.later {
+            self.changes.notify_wakeup();
+        }
         self.notifier.send(change);
     }
 
@@ -173,10 +176,16 @@ impl Inner {
         self.pool.begin().await.map_err(db)
     }
 
-    /// Wakes the workers for a message just enqueued, if it is visible.
+    /// Wakes the workers for a message just enqueued: at once if it is
+    /// visible, else their next wake-up time may have come sooner.
     fn enqueued(&self, message: &NewMessage) -> EnqueueOutcome {
         if ms(message.visible_at) <= now_ms() {
             self.announce(Change::work(None));
+        } else {
+            self.announce(Change {
+                later: true,
+                ..Change::default()
+            });
         }
         EnqueueOutcome::Enqueued
     }
@@ -471,7 +480,9 @@ impl Store for PostgresStore {
                 };
                 if outcome == CreateOutcome::Created {
                     this.changes.reset_instance(&instance.instance_id);
-                    this.announce(Change::work(Some(instance.instance_id.clone())));
+                    let mut change = Change::work(Some(instance.instance_id.clone()));
+                    change.later = ms(instance.start_at) > now_ms();
+                    this.announce(change);
                 }
                 return Ok(outcome);
             }
@@ -635,14 +646,14 @@ impl Store for PostgresStore {
         .boxed()
     }
 
-    fn next_wakeup(&self) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
+    fn next_wakeup(&self, after: DateTime<Utc>) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
         async move {
             let row: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
                 "SELECT (SELECT MIN(visible_at) FROM messages WHERE visible_at > $1), \
                  (SELECT MIN(lock_expires) FROM instances WHERE lock_expires > $1), \
                  (SELECT MIN(lock_expires) FROM activities WHERE lock_expires > $1)",
             )
-            .bind(now_ms())
+            .bind(ms(after))
             .fetch_one(&self.inner.pool)
             .await
             .map_err(db)?;

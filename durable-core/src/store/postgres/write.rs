@@ -675,6 +675,7 @@ fn plan(
         writes.turn(owner, lease_until, now, turn, rows)?;
         change.orchestration_work |=
             turn.messages.iter().any(|m| ms(m.visible_at) <= now) || !turn.sub_orchestrations.is_empty();
+        change.later |= turn.messages.iter().any(|m| ms(m.visible_at) > now);
         change.activity_work |= !turn.claim_activities && !turn.activities.is_empty();
         change.instances.push(turn.instance_id.clone());
         outcomes.push(TurnOutcome::Committed);

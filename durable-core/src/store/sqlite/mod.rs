@@ -360,10 +360,13 @@ impl Inner {
         self.reader.get().await.map_err(db)
     }
 
-    /// Wakes the workers for a message just enqueued, if it is visible.
+    /// Wakes the workers for a message just enqueued: at once if it is
+    /// visible, else their next wake-up time may have come sooner.
     fn enqueued(&self, message: &NewMessage) -> EnqueueOutcome {
         if ms(message.visible_at) <= now_ms() {
             self.changes.notify_orchestration_work();
+        } else {
+            self.changes.notify_wakeup();
         }
         EnqueueOutcome::Enqueued
     }
@@ -503,6 +506,9 @@ impl Inner {
         for (i, instance) in instances.iter().enumerate() {
             self.changes.reset_instance(&instance.instance_id);
             let due = ms(instance.start_at) <= now;
+            if !due {
+                self.changes.notify_wakeup();
+            }
             let offered = match message_ids.get(i) {
                 Some(&id) if due && !signal => self.changes.offer(start_work_item(instance, id)),
                 _ => false,
@@ -540,6 +546,9 @@ impl Inner {
         tx.commit().await.map_err(db)?;
         if outcome == CreateOutcome::Created {
             self.changes.notify_orchestration_work();
+            if ms(instance.start_at) > now_ms() {
+                self.changes.notify_wakeup();
+            }
             self.changes.reset_instance(&instance.instance_id);
         }
         Ok(outcome)
@@ -660,6 +669,9 @@ impl Inner {
         }
         if wake.activities {
             self.changes.notify_activity_work();
+        }
+        if wake.later {
+            self.changes.notify_wakeup();
         }
         publish_turns(&self.changes, &batch.turns, &outcomes);
         Ok(outcomes)
@@ -838,8 +850,8 @@ impl Inner {
         Ok(())
     }
 
-    async fn next_wakeup(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let now = now_ms();
+    async fn next_wakeup(&self, after: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
+        let after = ms(after);
         // `lock_expires > 0` lets SQLite read the partial index of leases.
         let mut conn = self.reader_conn().await?;
         let row: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
@@ -847,7 +859,7 @@ impl Inner {
              (SELECT MIN(lock_expires) FROM instances WHERE lock_expires > ?1 AND lock_expires > 0), \
              (SELECT MIN(lock_expires) FROM activities WHERE lock_expires > ?1)",
         )
-        .bind(now)
+        .bind(after)
         .fetch_one(&mut *conn)
         .await
         .map_err(db)?;
@@ -1004,8 +1016,8 @@ impl Store for SqliteStore {
         self.inner.update_leases(owner, None).boxed()
     }
 
-    fn next_wakeup(&self) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
-        self.inner.next_wakeup().boxed()
+    fn next_wakeup(&self, after: DateTime<Utc>) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
+        self.inner.next_wakeup(after).boxed()
     }
 
     fn get_instance<'a>(

@@ -401,6 +401,8 @@ impl<'a> Sql<'a> {
 pub(super) struct Wake {
     pub(super) orchestrations: bool,
     pub(super) activities: bool,
+    /// A message becomes visible later (a timer).
+    pub(super) later: bool,
 }
 
 impl Wake {
@@ -408,6 +410,7 @@ impl Wake {
     pub(super) fn turn(&mut self, turn: &TurnCommit, now: i64) {
         self.orchestrations |=
             turn.messages.iter().any(|m| ms(m.visible_at) <= now) || !turn.sub_orchestrations.is_empty();
+        self.later |= turn.messages.iter().any(|m| ms(m.visible_at) > now);
         self.activities |= !turn.claim_activities && !turn.activities.is_empty();
     }
 }
