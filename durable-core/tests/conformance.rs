@@ -142,6 +142,7 @@ conformance!(
     many_turns_commit_together_whole,
     a_released_instance_is_free_for_other_workers,
     a_release_queued_before_a_redo_leaves_the_lease_the_redo_keeps,
+    a_late_turn_of_a_replaced_instance_takes_nothing_of_the_new_one,
     an_event_raised_once_is_taken_once,
     starts_at_once_create_each_instance_once,
     a_result_is_delivered_only_while_its_work_item_exists,
@@ -746,6 +747,102 @@ async fn a_release_queued_before_a_redo_leaves_the_lease_the_redo_keeps(b: &Back
     assert!(taken.is_empty(), "the instance is still leased to its keeper");
     let own = b.store.fetch_orchestrations("keeper", lease, 10).await.unwrap();
     assert_eq!(own.len(), 1, "and its keeper goes on with it");
+}
+
+/// The one item a fetch by `owner` returns for `id`.
+async fn fetch_one(
+    b: &Backend,
+    owner: &str,
+    lease: Duration,
+    id: &InstanceId,
+) -> durable_core::store::OrchestrationWorkItem {
+    let items = b.store.fetch_orchestrations(owner, lease, 10).await.unwrap();
+    items
+        .into_iter()
+        .find(|i| i.instance_id == *id)
+        .unwrap_or_else(|| panic!("{owner} fetched no work of {id}"))
+}
+
+/// A turn that drops the late messages of a terminal instance is written
+/// only if the instance is still the one the turn read: once the id is
+/// started again, the messages it read may be the new instance's (its
+/// start), which must stay. And a turn that ends its instance leaves no
+/// message to it (a timer merged from an earlier turn), which would make
+/// such late turns.
+async fn a_late_turn_of_a_replaced_instance_takes_nothing_of_the_new_one(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let lease = Duration::from_secs(30);
+    let id = InstanceId::new("replaced-late").unwrap();
+    let forever = |id: &InstanceId| StartOptions::new("forever", &()).unwrap().instance_id(id.clone());
+    client.start_with(forever(&id)).await.unwrap();
+    // The first instance ends, with a timer of an earlier turn merged in.
+    let item = fetch_one(b, "w1", lease, &id).await;
+    let mut ended = common::emitting_turn(&item, Vec::new());
+    let update = ended.update.as_mut().unwrap();
+    update.status = RuntimeStatus::Completed;
+    update.output = Some(Payload::null());
+    let in_an_hour = chrono::Utc::now() + chrono::Duration::hours(1);
+    ended.messages.push(durable_core::store::NewMessage {
+        instance_id: id.clone(),
+        execution_id: Some(item.state.execution_id.clone()),
+        event: HistoryEvent::TimerFired {
+            id: 0,
+            fire_at: in_an_hour,
+        },
+        visible_at: in_an_hour,
+    });
+    assert_eq!(
+        b.store.commit("w1", lease, &batch(ended)).await.unwrap(),
+        [TurnOutcome::Committed]
+    );
+    assert_eq!(
+        b.store.next_wakeup(chrono::Utc::now()).await.unwrap(),
+        None,
+        "the ended instance keeps no timer"
+    );
+    // A message reaches it late (a child's result, say), written by
+    // another instance's turn.
+    let other = client.start("forever", &()).await.unwrap();
+    let mut late = common::emitting_turn(&fetch_one(b, "w1", lease, &other).await, Vec::new());
+    late.messages.push(durable_core::store::NewMessage {
+        instance_id: id.clone(),
+        execution_id: None,
+        event: HistoryEvent::EventRaised {
+            name: "late".into(),
+            data: Payload::null(),
+        },
+        visible_at: chrono::Utc::now(),
+    });
+    assert_eq!(
+        b.store.commit("w1", lease, &batch(late)).await.unwrap(),
+        [TurnOutcome::Committed]
+    );
+    // w1 reads the terminal instance with its late message; meanwhile the
+    // id is started again.
+    let old = fetch_one(b, "w1", lease, &id).await;
+    assert!(old.state.status.is_terminal());
+    client.start_with(forever(&id)).await.unwrap();
+    let new = fetch_one(b, "w2", Duration::from_millis(1), &id).await;
+    assert_eq!(new.state.status, RuntimeStatus::Pending);
+    // w1's turn, as if it had read the new instance's start message.
+    let mut dropping = common::emitting_turn(&old, Vec::new());
+    dropping.update = None;
+    dropping.consumed = common::emitting_turn(&new, Vec::new()).consumed;
+    assert_eq!(
+        b.store.commit("w1", lease, &batch(dropping)).await.unwrap(),
+        [TurnOutcome::Conflict],
+        "the instance is not the one the turn read"
+    );
+    // The new instance starts.
+    let worker = start(&b.store, WorkerOptions::new());
+    let mut events = client.watch_events(&id, 0);
+    let first = tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("the new instance starts");
+    assert_eq!(first.unwrap().unwrap().name, "started");
+    client.terminate(&id, None).await.unwrap();
+    client.terminate(&other, None).await.unwrap();
+    worker.shutdown().await.unwrap();
 }
 
 /// `raise_event_once`: of eight clients raising one name at once, one

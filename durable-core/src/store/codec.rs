@@ -280,19 +280,32 @@ impl InstanceRow {
 }
 
 /// Whether `turn` may be written: the instance still has the version the
-/// turn started from, and no other worker holds a live lease on it.
+/// turn started from, and no other worker holds a live lease on it. A turn
+/// that only drops the late messages of a terminal instance checks the
+/// version alone: the instance may have been replaced since (a new
+/// instance of the id starts again at version 0), and the messages the
+/// turn read may be the new instance's.
 pub(crate) fn may_commit(
     turn: &TurnCommit,
     rows: &HashMap<String, InstanceRow>,
     owner: &str,
     now: i64,
 ) -> bool {
-    if turn.update.is_none() {
-        return true;
-    }
     rows.get(turn.instance_id.as_str()).is_some_and(|row| {
-        row.version == turn.version && (row.lock_owner.as_deref() == Some(owner) || row.lock_expires <= now)
+        row.version == turn.version
+            && (turn.update.is_none() || row.lock_owner.as_deref() == Some(owner) || row.lock_expires <= now)
     })
+}
+
+/// The messages a turn writes. A turn that ends its instance (completed,
+/// failed, terminated) writes none to the instance itself: nothing would
+/// take them, and a timer merged into the turn from an earlier one would
+/// outlive the instance and make a turn of whatever has its id later.
+pub(crate) fn messages_of(turn: &TurnCommit) -> impl Iterator<Item = &super::NewMessage> {
+    let terminal = turn.update.as_ref().is_some_and(|u| u.status.is_terminal());
+    turn.messages
+        .iter()
+        .filter(move |m| !(terminal && m.instance_id == turn.instance_id))
 }
 
 /// The query of [`Store::list_instances`](super::Store::list_instances):

@@ -224,22 +224,35 @@ impl Inner {
         }
         let mut items = Vec::with_capacity(claimed.len());
         let mut index = HashMap::with_capacity(claimed.len());
+        let mut versions = Vec::with_capacity(claimed.len());
         for row in &claimed {
             let id = row.text("instance_id")?;
             index.insert(id.clone(), items.len());
+            let state = state_of(row)?;
+            versions.push(i64_of(state.version));
             items.push(OrchestrationWorkItem {
                 instance_id: instance_id_of(id)?,
-                state: state_of(row)?,
+                state,
                 messages: Vec::new(),
             });
         }
-        let ids: Vec<String> = index.keys().cloned().collect();
+        let ids: Vec<String> = claimed
+            .iter()
+            .map(|row| row.text("instance_id"))
+            .collect::<StoreResult<_>>()?;
+        // The messages of the instances as claimed: an instance replaced in
+        // between (a new one of the same id, after a terminal one) is not
+        // the one claimed, and its messages are not for this claim's turn.
         let rows = sqlx::query(
-            "SELECT id, instance_id, execution_id, event, visible_at FROM messages \
-             WHERE instance_id = ANY($1) AND visible_at <= $2 ORDER BY visible_at, id",
+            "SELECT m.id, m.instance_id, m.execution_id, m.event, m.visible_at FROM messages m \
+             JOIN UNNEST($1::text[], $2::int8[]) AS c(instance_id, version) ON c.instance_id = m.instance_id \
+             JOIN instances i ON i.instance_id = c.instance_id AND i.version = c.version AND i.lock_owner = $4 \
+             WHERE m.visible_at <= $3 ORDER BY m.visible_at, m.id",
         )
         .bind(&ids)
+        .bind(&versions)
         .bind(now)
+        .bind(owner)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -255,6 +268,7 @@ impl Inner {
                 event: message_event(&row.text("event")?, id),
             });
         }
+        items.retain(|item| !item.messages.is_empty());
         Ok(items)
     }
 

@@ -16,8 +16,8 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::listen::Change;
 use crate::store::codec::{
-    batch_instance_ids, child_exists, db, event_kind, i64_of, may_commit, ms, releases, status_of, to_json,
-    u64_of, InstanceRow, INSTANCE_TABLES,
+    batch_instance_ids, child_exists, db, event_kind, i64_of, may_commit, messages_of, ms, releases,
+    status_of, to_json, u64_of, InstanceRow, INSTANCE_TABLES,
 };
 use crate::store::{
     ActivityCompletion, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult, TurnCommit,
@@ -344,7 +344,7 @@ impl Writes {
                 act.attempt.push(i32::from(turn.claim_activities));
             }
         }
-        for m in &turn.messages {
+        for m in messages_of(turn) {
             self.messages.push(m)?;
         }
         for child in &turn.sub_orchestrations {
@@ -581,14 +581,15 @@ pub(super) async fn commit_in_one_statement(
     now: i64,
     batch: &CommitBatch,
 ) -> StoreResult<Option<(Vec<TurnOutcome>, Change)>> {
-    // Instances created or executions replaced need their rows read; a
-    // result for an instance whose turn is in the batch must see that
-    // turn's status, which a sibling `WITH` query would not.
+    // Instances created, executions replaced and turns that drop the late
+    // messages of a terminal instance need their rows read (see
+    // `may_commit`); a result for an instance whose turn is in the batch
+    // must see that turn's status, which a sibling `WITH` query would not.
     let turning: Vec<&str> = batch.turns.iter().map(|t| t.instance_id.as_str()).collect();
     let applies = batch
         .turns
         .iter()
-        .all(|t| t.sub_orchestrations.is_empty() && !t.new_execution)
+        .all(|t| t.sub_orchestrations.is_empty() && !t.new_execution && t.update.is_some())
         && !batch
             .completions
             .iter()

@@ -18,7 +18,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::write::Wake;
-use crate::store::codec::{db, event_kind, i64_of, ms, releases, to_json};
+use crate::store::codec::{db, event_kind, i64_of, messages_of, ms, releases, to_json};
 use crate::store::{CommitBatch, NewStreamEvent, StoreError, StoreResult, TurnCommit};
 use crate::Payload;
 
@@ -218,7 +218,7 @@ impl<'a> Rows<'a> {
                 ))?;
             }
         }
-        for m in &turn.messages {
+        for m in messages_of(turn) {
             self.messages.push(&(
                 m.instance_id.as_str(),
                 &m.execution_id,
@@ -247,9 +247,14 @@ impl<'a> Rows<'a> {
 }
 
 /// Whether [`commit`] can write `batch`: a batch that creates instances
-/// (sub-orchestrations) needs their rows read first.
+/// (sub-orchestrations) needs their rows read first, and one with a turn
+/// that drops the late messages of a terminal instance needs its version
+/// checked (see `may_commit`).
 pub(super) fn applies_to(batch: &CommitBatch) -> bool {
-    batch.turns.iter().all(|t| t.sub_orchestrations.is_empty())
+    batch
+        .turns
+        .iter()
+        .all(|t| t.sub_orchestrations.is_empty() && t.update.is_some())
 }
 
 /// Writes `batch` in one round trip. Fails with

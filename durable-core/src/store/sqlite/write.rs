@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::store::codec::{
-    batch_instance_ids, child_exists, db, event_kind, i64_of, json_list, may_commit, ms, releases, status_of,
-    to_json, u64_of, InstanceRow, INSTANCE_TABLES,
+    batch_instance_ids, child_exists, db, event_kind, i64_of, json_list, may_commit, messages_of, ms,
+    releases, status_of, to_json, u64_of, InstanceRow, INSTANCE_TABLES,
 };
 use crate::store::{
     ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
@@ -369,7 +369,8 @@ impl<'a> Sql<'a> {
                 });
             }
         }
-        self.insert_messages(&turn.messages)?;
+        let messages: Vec<NewMessage> = messages_of(turn).cloned().collect();
+        self.insert_messages(&messages)?;
         for child in &turn.sub_orchestrations {
             if let CreateOutcome::AlreadyExists(status) = self.create_instance(child, rows)? {
                 if let Some(message) = child_exists(child, status, now) {
