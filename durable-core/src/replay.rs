@@ -254,13 +254,17 @@ fn is_control(event: &HistoryEvent) -> bool {
 }
 
 /// What a turn produced: the commit, the runner if its execution goes on,
-/// and the local activity results the turn could not consume (they go to
-/// the instance's inbox instead).
+/// the local activity results the turn could not consume (they go to the
+/// instance's inbox instead), and those it took: if the turn is not
+/// written, they go to the inbox too (the commit's history may not hold
+/// them: a result for a task no code waits on any more, or a turn that
+/// continued as new, records none).
 #[derive(Debug)]
 pub(crate) struct TurnResult {
     pub(crate) commit: TurnCommit,
     pub(crate) runner: Option<Runner>,
     pub(crate) deferred: Vec<ActivityCompletion>,
+    pub(crate) taken: Vec<ActivityCompletion>,
 }
 
 /// The instance's state once `commit` is written.
@@ -312,20 +316,34 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
         stream: Vec::new(),
     };
     let mut deferred = Vec::new();
-    let consume = |commit: &mut TurnCommit, source: MessageSource| match source {
-        MessageSource::Inbox(id) => commit.consumed.push(id),
-        MessageSource::Activity(key) => commit.completed_activities.push(key),
-    };
+    let mut taken = Vec::new();
+    // Records a message as taken by the turn: an inbox row to delete, or a
+    // result handed over in memory (its work item to delete), kept whole
+    // in `taken` for the case that the turn is not written.
+    let consume =
+        |commit: &mut TurnCommit, taken: &mut Vec<ActivityCompletion>, message: &InboxMessage| match &message
+            .source
+        {
+            MessageSource::Inbox(id) => commit.consumed.push(*id),
+            MessageSource::Activity(key) => {
+                commit.completed_activities.push(key.clone());
+                taken.push(ActivityCompletion {
+                    key: key.clone(),
+                    event: message.event.clone(),
+                });
+            }
+        };
 
     if status.is_terminal() {
         // Late messages for a finished instance: drop them.
-        for message in messages {
-            consume(&mut commit, message.source);
+        for message in &messages {
+            consume(&mut commit, &mut taken, message);
         }
         return TurnResult {
             commit,
             runner: None,
             deferred,
+            taken,
         };
     }
 
@@ -355,7 +373,7 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
             waiting.push(message);
             continue;
         }
-        consume(&mut commit, message.source);
+        consume(&mut commit, &mut taken, &message);
         if runner.outcome.is_some() {
             continue;
         }
@@ -600,6 +618,7 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
         commit,
         runner: keep_runner.then_some(runner),
         deferred,
+        taken,
     }
 }
 

@@ -537,3 +537,69 @@ async fn postgres_refuses_a_nul_in_text_with_a_typed_data_error() {
     drop(store);
     pg.cleanup().await;
 }
+
+// ------------------------------ a result taken by a turn that is not written
+
+/// Calls a slow activity, then continues as new, `rounds` times.
+async fn slow_rounds(
+    ctx: OrchestrationContext,
+    (round, rounds): (u64, u64),
+) -> Result<u64, OrchestrationError> {
+    let r: u64 = ctx.call_activity("work", &round).await?;
+    ctx.emit_event("round", &r)?;
+    if round + 1 < rounds {
+        return ctx.continue_as_new(&(round + 1, rounds)).await;
+    }
+    Ok(r)
+}
+
+/// An activity outlasts the worker's linger, so that its work item is
+/// written; its result, handed over in memory, is taken by a turn that
+/// continues as new (whose history therefore records no result), and that
+/// turn's commit fails. The result goes back to the inbox for the redone
+/// turn: the run neither stalls nor repeats a round.
+async fn a_result_taken_by_a_turn_whose_commit_fails_is_kept(store: Arc<dyn Store>) {
+    let faulty = Arc::new(FaultyStore::new(store.clone()));
+    faulty.fail_commits_taking_results(2);
+    let registry = registry(Duration::from_millis(30), None).orchestration("slow_rounds", slow_rounds);
+    let worker = Worker::start_with(
+        faulty.clone(),
+        registry,
+        WorkerOptions::new().lease(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let client = Client::new(store);
+    let id = client.start("slow_rounds", &(0u64, 3u64)).await.unwrap();
+    let meta = common::wait_done(&client, &id).await;
+    assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
+    assert_eq!(meta.output_as::<u64>().unwrap(), 6);
+    let events = common::read_all(&client, &id, 100).await;
+    assert_eq!(
+        summary(&events),
+        [
+            (1, "round".to_owned(), json!(0)),
+            (2, "round".to_owned(), json!(3)),
+            (3, "round".to_owned(), json!(6))
+        ]
+    );
+    assert!(
+        faulty.errors().len() >= 2,
+        "the commits failed: {:?}",
+        faulty.errors()
+    );
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_result_taken_by_a_turn_whose_commit_fails_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    a_result_taken_by_a_turn_whose_commit_fails_is_kept(open_sqlite(&dir.path().join("taken.db")).await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_result_taken_by_a_turn_whose_commit_fails_is_kept() {
+    let Some(pg) = Postgres::new("taken") else { return };
+    a_result_taken_by_a_turn_whose_commit_fails_is_kept(pg.open(None).await).await;
+    pg.cleanup().await;
+}

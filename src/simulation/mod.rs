@@ -181,7 +181,7 @@ pub struct Incarnation {
     pub acknowledged: Vec<u64>,
     /// Tokens of events raised to it whose calls were dropped.
     pub maybe: Vec<u64>,
-    /// The client was told it terminated it.
+    /// The client terminated it (was told so, or dropped the call).
     pub terminated: bool,
     /// The client was told it suspended it (and not since resumed it).
     pub suspended: bool,
@@ -267,6 +267,8 @@ impl Sim {
     async fn new(seed: u64, options: &Options) -> Result<Self, String> {
         let mut rng = Rng::new(seed);
         let leases = Arc::new(Leases::default());
+        // Some runs meet a fault at one commit in twenty, some at one in three.
+        let commit_faults = [0.05, 0.15, 0.35][rng.below(3) as usize];
         let unique = format!(
             "{seed:x}_{}_{}",
             std::process::id(),
@@ -289,7 +291,12 @@ impl Sim {
                         .await
                         .map_err(|e| e.to_string())?,
                     );
-                    let faulty = Arc::new(FaultyStore::new(store.clone(), rng.next_u64(), leases.clone()));
+                    let faulty = Arc::new(FaultyStore::new(
+                        store.clone(),
+                        rng.next_u64(),
+                        commit_faults,
+                        leases.clone(),
+                    ));
                     (store, vec![faulty; options.workers], Cleanup::Dir(dir))
                 }
                 Backend::Postgres(url) => {
@@ -309,7 +316,14 @@ impl Sim {
                     let client_store: Arc<dyn Store> = handles[0].clone();
                     let stores = handles[1..]
                         .iter()
-                        .map(|h| Arc::new(FaultyStore::new(h.clone(), rng.next_u64(), leases.clone())))
+                        .map(|h| {
+                            Arc::new(FaultyStore::new(
+                                h.clone(),
+                                rng.next_u64(),
+                                commit_faults,
+                                leases.clone(),
+                            ))
+                        })
                         .collect();
                     (
                         client_store,
@@ -426,7 +440,8 @@ impl Sim {
                 57..=61 => self.terminate(slot).await,
                 62..=67 => self.suspend_or_resume(slot, true).await,
                 68..=75 => self.suspend_or_resume(slot, false).await,
-                76..=80 => self.purge(slot).await,
+                76..=78 => self.purge(slot).await,
+                79..=80 => self.replace(slot).await,
                 81..=85 => self.watch(slot),
                 86..=88 => self.kill_or_restart(),
                 89..=90 => {
@@ -518,8 +533,11 @@ impl Sim {
         let id = self.slots[slot].id.clone();
         let answer = self.call(client.terminate(&id, Some("simulated"))).await;
         match answer {
-            Answer::Done(Ok(())) => self.slots[slot].current().expect("checked").terminated = true,
-            Answer::Done(Err(Error::InvalidState { .. } | Error::InstanceNotFound(_))) | Answer::Dropped => {}
+            // A dropped one may have been written.
+            Answer::Done(Ok(())) | Answer::Dropped => {
+                self.slots[slot].current().expect("checked").terminated = true;
+            }
+            Answer::Done(Err(Error::InvalidState { .. } | Error::InstanceNotFound(_))) => {}
             Answer::Done(Err(e)) => self.violation(format!("client: terminating {id} failed: {e}")),
         }
     }
@@ -571,13 +589,47 @@ impl Sim {
         }
     }
 
+    /// Ends the current instance of `slot` (terminating it if it runs),
+    /// purges it and starts the id again at once: what a watcher that is
+    /// behind still reads must not come from the new instance.
+    async fn replace(&mut self, slot: usize) {
+        if self.slots[slot].current().is_none() {
+            return self.start(slot).await;
+        }
+        let id = self.slots[slot].id.clone();
+        for _ in 0..40 {
+            match self.client.get_instance(&id).await {
+                Ok(Some(meta)) if !meta.status.is_terminal() => {
+                    if !self.slots[slot].current().is_some_and(|c| c.terminated) {
+                        self.terminate(slot).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                _ => break,
+            }
+        }
+        self.purge(slot).await;
+        if self.slots[slot].purged {
+            self.start(slot).await;
+        }
+    }
+
     fn watch(&mut self, slot: usize) {
         let nonce = self.slots[slot].current().map(|c| c.nonce);
         let incarnations_at_start = self.slots[slot].incarnations.len();
         let mut events = self.client.watch_events(&self.slots[slot].id, 0);
+        // Some watchers read slowly, and fall behind.
+        let pause = Duration::from_millis(if self.rng.chance(0.5) {
+            2 + self.rng.below(8)
+        } else {
+            0
+        });
         let task = tokio::spawn(async move {
             let mut watched = Watched::default();
             while let Some(event) = events.next().await {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
                 match event {
                     Ok(event) => watched.events.push(event),
                     Err(e) => {
@@ -689,7 +741,21 @@ impl Sim {
                 outcome,
             ));
         }
-        violations.extend(check::check(&self.client, &self.slots, &watched).await);
+        let found = check::check(&self.client, &self.slots, &watched).await;
+        // What the store holds of an instance left without a way to wake.
+        for line in found {
+            let stuck = line
+                .strip_prefix("stuck: ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|id| InstanceId::new(id).ok());
+            match stuck {
+                Some(id) => {
+                    let held = self.store_rows(&id).await;
+                    violations.push(format!("{line}; the store holds: {held}"));
+                }
+                None => violations.push(line),
+            }
+        }
         violations.extend(self.open_transactions().await);
         let mut report = std::mem::take(&mut self.report);
         for store in &self.worker_stores {
@@ -707,6 +773,51 @@ impl Sim {
         }
         report.violations = violations;
         report
+    }
+
+    /// The inbox messages and activity work items the store holds for
+    /// `id`, read directly, to tell what a stuck instance waits for.
+    async fn store_rows(&self, id: &InstanceId) -> String {
+        let messages = "SELECT id || ' ' || kind || ' ' || visible_at || ' ' || substr(event, 1, 80) FROM messages WHERE instance_id = $1 ORDER BY id";
+        let activities = "SELECT task_id || ' ' || name || ' owner ' || coalesce(lock_owner, '-') || ' until ' || lock_expires || ' attempt ' || attempt || ' ' || substr(input, 1, 60) FROM activities WHERE instance_id = $1";
+        let instance = "SELECT status || ' version ' || version || ' owner ' || coalesce(lock_owner, '-') || ' until ' || lock_expires FROM instances WHERE instance_id = $1";
+        let read = |sql: &'static str| async move {
+            let rows: Result<Vec<(String,)>, sqlx::Error> = match &self.cleanup {
+                Cleanup::Dir(dir) => {
+                    use sqlx::Connection;
+                    let url = format!("sqlite://{}", dir.join("sim.db").display());
+                    match sqlx::SqliteConnection::connect(&url).await {
+                        Ok(mut conn) => {
+                            sqlx::query_as(&sql.replace("$1", "?"))
+                                .bind(id.as_str())
+                                .fetch_all(&mut conn)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Cleanup::Schema { url, schema, .. } => {
+                    use sqlx::Connection;
+                    match sqlx::PgConnection::connect(url).await {
+                        Ok(mut conn) => {
+                            let sql = sql.replace(" FROM ", &format!(" FROM {schema}."));
+                            sqlx::query_as(&sql).bind(id.as_str()).fetch_all(&mut conn).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match rows {
+                Ok(rows) => rows.into_iter().map(|(r,)| r).collect::<Vec<_>>().join(" | "),
+                Err(e) => format!("(unreadable: {e})"),
+            }
+        };
+        format!(
+            "instance [{}], messages [{}], activities [{}]",
+            read(instance).await,
+            read(messages).await,
+            read(activities).await
+        )
     }
 
     /// Whether a transaction was left open, once everything stopped.

@@ -168,9 +168,19 @@ pub fn register(registry: Registry) -> Registry {
         .activity("sim.echo", echo)
 }
 
-/// Answers with its input, after a short pause that depends on it.
+/// Answers with its input, after a pause that depends on it: none for
+/// most calls, a few milliseconds for some, and for a few long enough to
+/// outlast a failed commit and the redo of its turns.
 async fn echo(_ctx: ActivityContext, call: Call) -> Result<String, std::convert::Infallible> {
-    let pause = (call.nonce ^ u64::from(call.step) ^ (u64::from(call.round) << 7)) % 4;
+    let mut hash = call.nonce ^ u64::from(call.step) ^ (u64::from(call.round) << 7);
+    for byte in call.tag.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let pause = match hash % 20 {
+        0..=11 => 0,
+        12..=16 => 1 + hash % 4,
+        _ => 15 + hash % 30,
+    };
     if pause > 0 {
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }

@@ -35,7 +35,7 @@ use crate::store::{
     ActivityCompletion, ActivityKey, ActivityWorkItem, CommitBatch, InboxMessage, InstanceState,
     MessageSource, NewActivity, OrchestrationWorkItem, Store, StoreResult, TurnCommit, TurnOutcome,
 };
-use crate::{FailureDetails, HistoryEvent, InstanceId, Registry, StoreError};
+use crate::{FailureDetails, InstanceId, Registry, StoreError};
 
 /// An orchestration kept in memory between turns, with the state of its
 /// instance as its last turn handed to the store leaves it.
@@ -175,6 +175,9 @@ struct OpenTurn {
     name: String,
     /// How many turns are merged into `commit`.
     merged: usize,
+    /// The results handed over in memory that the turns took: if the
+    /// turn is not written, they go to the inbox.
+    taken: Vec<ActivityCompletion>,
 }
 
 /// The most turns of one instance a batch merges; the instance's next
@@ -320,14 +323,42 @@ impl NextTurn {
 
 /// Runs `turns` (of different instances) as tasks of their own when there
 /// are several, so that the runtime's threads share them. Returns each
-/// instance with its turn's `new` and result; `None` if the turn panicked,
-/// which the orchestration code cannot cause (its panics fail the
-/// instance), only a bug of the runtime.
-async fn run_in_parallel(turns: Vec<NextTurn>) -> Vec<(InstanceId, Option<String>, Option<TurnResult>)> {
+/// instance with its turn's `new`, the results handed over in memory it
+/// was given, and its result; `None` if the turn panicked, which the
+/// orchestration code cannot cause (its panics fail the instance), only a
+/// bug of the runtime.
+async fn run_in_parallel(
+    turns: Vec<NextTurn>,
+) -> Vec<(
+    InstanceId,
+    Option<String>,
+    Vec<ActivityCompletion>,
+    Option<TurnResult>,
+)> {
+    let given = |t: &NextTurn| -> Vec<ActivityCompletion> {
+        t.item
+            .messages
+            .iter()
+            .filter_map(|m| match &m.source {
+                MessageSource::Activity(key) => Some(ActivityCompletion {
+                    key: key.clone(),
+                    event: m.event.clone(),
+                }),
+                MessageSource::Inbox(_) => None,
+            })
+            .collect()
+    };
     if turns.len() < 2 {
         return turns
             .into_iter()
-            .map(|t| (t.item.instance_id.clone(), t.new.clone(), Some(t.run())))
+            .map(|t| {
+                (
+                    t.item.instance_id.clone(),
+                    t.new.clone(),
+                    Vec::new(),
+                    Some(t.run()),
+                )
+            })
             .collect();
     }
     let running: Vec<_> = turns
@@ -335,11 +366,12 @@ async fn run_in_parallel(turns: Vec<NextTurn>) -> Vec<(InstanceId, Option<String
         .map(|t| {
             let id = t.item.instance_id.clone();
             let new = t.new.clone();
-            (id, new, tokio::spawn(async move { t.run() }))
+            let results = given(&t);
+            (id, new, results, tokio::spawn(async move { t.run() }))
         })
         .collect();
     let mut done = Vec::with_capacity(running.len());
-    for (id, new, task) in running {
+    for (id, new, results, task) in running {
         let result = match task.await {
             Ok(result) => Some(result),
             Err(e) => {
@@ -347,13 +379,23 @@ async fn run_in_parallel(turns: Vec<NextTurn>) -> Vec<(InstanceId, Option<String
                 None
             }
         };
-        done.push((id, new, result));
+        done.push((id, new, results, result));
     }
     done
 }
 
 /// A batch being written by a task of its own.
 type Flight = JoinHandle<Landing>;
+
+/// What the dispatcher keeps of an instance's turn while it is written.
+struct Flying {
+    /// The inbox messages the turn consumed: the store returns them until
+    /// the turn is written.
+    consumed: Vec<i64>,
+    /// The results handed over in memory that the turn took: to the inbox
+    /// if the turn is not written.
+    taken: Vec<ActivityCompletion>,
+}
 
 /// What the dispatcher learns of a batch once it is written (or not). The
 /// task that wrote the batch drops it: freeing its values takes long, and
@@ -376,9 +418,6 @@ struct LandedTurn {
     written: bool,
     /// When the earliest delayed message the turn wrote (a timer) is due.
     due: Option<DateTime<Utc>>,
-    /// For a turn not written: the results handed over in memory that it
-    /// took, which go to the inbox instead.
-    taken: Vec<ActivityCompletion>,
     /// For a turn not written: the activities it scheduled.
     scheduled: Vec<ActivityKey>,
 }
@@ -404,11 +443,6 @@ impl Landing {
                         .map(|m| m.visible_at)
                         .min()
                         .filter(|_| written),
-                    taken: if written {
-                        Vec::new()
-                    } else {
-                        local_results(commit)
-                    },
                     scheduled: if written {
                         Vec::new()
                     } else {
@@ -426,24 +460,6 @@ impl Landing {
             turns_only,
         }
     }
-}
-
-/// The activity results a turn took that were handed over in memory; the
-/// results themselves are in the turn's history.
-fn local_results(commit: &TurnCommit) -> Vec<ActivityCompletion> {
-    commit
-        .completed_activities
-        .iter()
-        .filter_map(|key| {
-            let event = commit.history.iter().find(|e| {
-                matches!(e, HistoryEvent::ActivityCompleted { id, .. } | HistoryEvent::ActivityFailed { id, .. } if *id == key.task_id)
-            })?;
-            Some(ActivityCompletion {
-                key: key.clone(),
-                event: event.clone(),
-            })
-        })
-        .collect()
 }
 
 pub(super) struct Dispatcher {
@@ -468,7 +484,7 @@ pub(super) struct Dispatcher {
     release: Vec<InstanceId>,
     /// The instances of the batch being written, with the inbox messages it
     /// consumes: the store returns them until the batch is written.
-    flying: HashMap<InstanceId, Vec<i64>>,
+    flying: HashMap<InstanceId, Flying>,
     /// Stored messages were left for later because their instance's last
     /// turn was not written yet: look at the store again once it is.
     recheck: bool,
@@ -792,8 +808,8 @@ impl Dispatcher {
                 continue;
             };
             let flying = self.flying.get(&id);
-            if let Some(consumed) = flying {
-                messages.retain(|m| !consumed_by(m, consumed));
+            if let Some(flying) = flying {
+                messages.retain(|m| !consumed_by(m, &flying.consumed));
             }
             if let Some(turn) = open.get_mut(&id) {
                 messages.retain(|m| !consumed_by(m, &turn.commit.consumed));
@@ -852,11 +868,12 @@ impl Dispatcher {
             let name = state.name.clone();
             turns.push(NextTurn::new(runner, id, state, messages, Some(name)));
         }
-        for (id, new, result) in run_in_parallel(turns).await {
+        for (id, new, results, result) in run_in_parallel(turns).await {
             let Some(mut result) = result else {
                 // The turn's code could not be run to its end (a bug of the
-                // runtime, logged): the instance is redone from the store.
-                self.give_up(id, Vec::new(), None, open);
+                // runtime, logged): the instance is redone from the store,
+                // and the results it was to take go to the inbox.
+                self.give_up(id, results, None, open);
                 continue;
             };
             self.foreign.append(&mut result.deferred);
@@ -870,6 +887,7 @@ impl Dispatcher {
                     merge_turns(&mut turn.commit, result.commit);
                     turn.merged += 1;
                     turn.runner = result.runner.filter(|_| keep);
+                    turn.taken.append(&mut result.taken);
                     continue;
                 }
                 (Some(name), _) => name,
@@ -890,6 +908,7 @@ impl Dispatcher {
                     runner: result.runner.filter(|_| keep),
                     name,
                     merged: 1,
+                    taken: result.taken,
                 },
                 self.options.linger,
             );
@@ -928,11 +947,18 @@ impl Dispatcher {
     fn hand_over(&mut self, open: OpenBatch, with_rest: bool) -> Flight {
         let mut turns = Vec::with_capacity(open.turns.len());
         for OpenTurn {
-            commit, runner, name, ..
+            commit,
+            runner,
+            name,
+            taken,
+            ..
         } in open.turns
         {
-            self.flying
-                .insert(commit.instance_id.clone(), commit.consumed.clone());
+            let flying = Flying {
+                consumed: commit.consumed.clone(),
+                taken,
+            };
+            self.flying.insert(commit.instance_id.clone(), flying);
             if let (true, Some(runner), Some(state)) =
                 (commit.keep_lease, runner, state_after(&commit, &name))
             {
@@ -979,14 +1005,14 @@ impl Dispatcher {
         landed: Result<Landing, tokio::task::JoinError>,
         open: &mut OpenBatch,
     ) -> Result<Option<Instant>, StoreError> {
-        let flying = std::mem::take(&mut self.flying);
+        let mut flying = std::mem::take(&mut self.flying);
         let landing = match landed {
             Ok(landing) => landing,
             Err(e) => {
                 // The task did not finish (the runtime is shutting down):
                 // whether the batch was written is unknown.
-                for id in flying.into_keys() {
-                    self.give_up(id, Vec::new(), None, open);
+                for (id, turn) in flying {
+                    self.give_up(id, turn.taken, None, open);
                 }
                 return Err(StoreError::Database(Box::new(e)));
             }
@@ -1033,7 +1059,11 @@ impl Dispatcher {
                 // A refused turn's activities were never scheduled; after a
                 // failed commit, whether they were is unknown.
                 let refused = landing.error.is_none().then_some(turn.scheduled);
-                self.give_up(turn.instance_id, turn.taken, refused, open);
+                let taken = flying
+                    .remove(&turn.instance_id)
+                    .map(|f| f.taken)
+                    .unwrap_or_default();
+                self.give_up(turn.instance_id, taken, refused, open);
                 continue;
             }
             if let Some(at) = turn.due {
@@ -1068,9 +1098,8 @@ impl Dispatcher {
         let mut unscheduled = refused.clone().unwrap_or_default();
         if let Some(later) = open.remove(&id) {
             let by_refused = |c: &ActivityCompletion| refused.as_ref().is_some_and(|r| r.contains(&c.key));
-            let results = local_results(&later.commit);
             self.foreign
-                .extend(results.into_iter().filter(|c| !by_refused(c)));
+                .extend(later.taken.into_iter().filter(|c| !by_refused(c)));
             unscheduled.extend(later.commit.activities.iter().map(|a| a.key.clone()));
         }
         for key in unscheduled {

@@ -45,6 +45,9 @@ pub struct FaultyStore {
     lose_acks: AtomicUsize,
     /// How many acknowledgements were lost so far.
     lost: AtomicUsize,
+    /// How many commits that take activity results are still to fail
+    /// before anything is written.
+    fail_takers: AtomicUsize,
     /// How long each commit waits before it is written.
     commit_delay: Mutex<Duration>,
     /// How many fetches there were, and how many work items they returned.
@@ -67,6 +70,7 @@ impl FaultyStore {
             outcomes: Mutex::new(Vec::new()),
             lose_acks: AtomicUsize::new(0),
             lost: AtomicUsize::new(0),
+            fail_takers: AtomicUsize::new(0),
             commit_delay: Mutex::new(Duration::ZERO),
             fetches: AtomicUsize::new(0),
             fetched: AtomicUsize::new(0),
@@ -114,6 +118,12 @@ impl FaultyStore {
     /// written, then reported as failed with a database error.
     pub fn lose_commit_acks(&self, n: usize) {
         self.lose_acks.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` commits that take activity results handed over in
+    /// memory fail with a database error before anything is written.
+    pub fn fail_commits_taking_results(&self, n: usize) {
+        self.fail_takers.store(n, Ordering::SeqCst);
     }
 
     /// How many commit acknowledgements were lost.
@@ -165,6 +175,19 @@ impl FaultyStore {
         let delay = *self.commit_delay.lock().unwrap();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        let takes = batch.turns.iter().any(|t| !t.completed_activities.is_empty());
+        let fail = takes
+            && self
+                .fail_takers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            let e = StoreError::database(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset before the commit",
+            ));
+            return self.record(Err(e));
         }
         let refused = self.refused.lock().unwrap().clone();
         if let Some(refused) = refused {
