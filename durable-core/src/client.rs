@@ -371,7 +371,16 @@ impl Client {
     /// The stream ends after the last event of a terminal instance.
     ///
     /// A slow consumer loses nothing (events are read from the store, not
-    /// buffered), and any number of watchers may follow one instance.
+    /// buffered), and any number of watchers may follow one instance. A
+    /// watcher follows one instance: if it is purged, the stream ends with
+    /// [`Error::InstanceNotFound`]; if the id comes to name another
+    /// instance meanwhile (purged or ended, and started again), with
+    /// [`Error::InstanceReplaced`], never going on with the new instance's
+    /// events.
+    ///
+    /// # Cancel safety
+    ///
+    /// The stream only reads: drop it at any point.
     pub fn watch_events(
         &self,
         instance_id: &InstanceId,

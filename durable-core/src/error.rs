@@ -25,6 +25,11 @@ pub enum Error {
     /// An instance with this id exists and is not terminal.
     #[error("instance '{0}' already exists and is not terminal")]
     InstanceAlreadyExists(InstanceId),
+    /// The instance a watcher followed is gone and the id names another
+    /// one now (it was purged, or ended, and the id started again): the
+    /// watcher stops rather than go on with the other instance's stream.
+    #[error("instance '{0}' was replaced by a new instance of the same id while it was watched")]
+    InstanceReplaced(InstanceId),
     /// The operation does not apply to the instance in its current status.
     #[error("cannot {operation} instance '{instance_id}': it is {status}")]
     InvalidState {

@@ -85,13 +85,13 @@ pub(crate) async fn read_page(
     Ok(read(store, instance_id, after, limit).await?.0)
 }
 
-/// A page, and the instance's execution when it was read.
+/// A page, with the instance's execution and incarnation when it was read.
 async fn read(
     store: &dyn Store,
     instance_id: &InstanceId,
     after: u64,
     limit: u32,
-) -> Result<(EventPage, String)> {
+) -> Result<(EventPage, String, String)> {
     let limit = limit.clamp(1, MAX_PAGE);
     let read = store
         .read_stream(instance_id, after, limit)
@@ -103,12 +103,15 @@ async fn read(
         events: read.events,
         next_cursor,
     };
-    Ok((page, read.execution_id))
+    Ok((page, read.execution_id, read.incarnation))
 }
 
 /// Follows an instance's stream after `after`: the backlog first, then new
 /// events as their turns commit; ends after the last event of a terminal
-/// instance.
+/// instance, with [`Error::InstanceNotFound`] if the instance is purged,
+/// and with [`Error::InstanceReplaced`] if the id comes to name another
+/// instance (purged or ended, and started again): never with another
+/// instance's events.
 pub(crate) fn watch(
     store: Arc<dyn Store>,
     instance_id: InstanceId,
@@ -124,6 +127,8 @@ pub(crate) fn watch(
         let mut position = Position::Unknown;
         // The last pass took events from memory.
         let mut drained = false;
+        // The instance the first read found: every read must find it.
+        let mut followed: Option<String> = None;
         loop {
             let notified = feed.notify().notified();
             tokio::pin!(notified);
@@ -157,7 +162,10 @@ pub(crate) fn watch(
                 continue;
             }
             let generation = feed.generation();
-            let (page, execution_id) = read(store.as_ref(), &instance_id, cursor, PAGE).await?;
+            let (page, execution_id, incarnation) = read(store.as_ref(), &instance_id, cursor, PAGE).await?;
+            if followed.get_or_insert_with(|| incarnation.clone()) != &incarnation {
+                Err(Error::InstanceReplaced(instance_id.clone()))?;
+            }
             cursor = page.next_cursor;
             match page.events.last() {
                 Some(last) => position = Position::After(last.clone()),

@@ -143,6 +143,7 @@ conformance!(
     a_released_instance_is_free_for_other_workers,
     a_release_queued_before_a_redo_leaves_the_lease_the_redo_keeps,
     a_late_turn_of_a_replaced_instance_takes_nothing_of_the_new_one,
+    a_watcher_of_a_replaced_instance_stops_without_the_new_ones_events,
     an_event_raised_once_is_taken_once,
     starts_at_once_create_each_instance_once,
     a_result_is_delivered_only_while_its_work_item_exists,
@@ -1199,4 +1200,86 @@ async fn a_reused_id_streams_its_new_events(b: &Backend) {
     let expected: Vec<_> = (1..3u64).map(|i| (i + 1, "new".to_owned(), json!(i))).collect();
     assert_eq!(summary(&rest), expected);
     other_worker.shutdown().await.unwrap();
+}
+
+/// Emits `first` events named `name`, waits for "go", emits `then` more.
+async fn emits_in_two_parts(
+    ctx: OrchestrationContext,
+    (name, first, then): (String, u64, u64),
+) -> Result<u64, OrchestrationError> {
+    for i in 0..first {
+        ctx.emit_event(&name, &i)?;
+    }
+    ctx.wait_for_external_event::<()>("go").await?;
+    for i in first..first + then {
+        ctx.emit_event(&name, &i)?;
+    }
+    Ok(first + then)
+}
+
+/// A watcher that falls behind an instance which ends, is purged and is
+/// started again under the same id (in this process and from another)
+/// stops with a typed error: it never goes on with the new instance's
+/// events as if they followed the old one's.
+async fn a_watcher_of_a_replaced_instance_stops_without_the_new_ones_events(b: &Backend) {
+    let registry = || registry().orchestration("emits_in_two_parts", emits_in_two_parts);
+    let id = InstanceId::new("replaced-while-watched").unwrap();
+    let start = |name: &str, first: u64, then: u64| {
+        StartOptions::new("emits_in_two_parts", &(name.to_owned(), first, then))
+            .unwrap()
+            .instance_id(id.clone())
+    };
+    for replaced_by_another_process in [false, true] {
+        let worker = Worker::start(b.store.clone(), registry()).unwrap();
+        let client = Client::new(b.store.clone());
+        client.start_with(start("old", 3, 2)).await.unwrap();
+        let mut watch = client.watch_events(&id, 0);
+        for seq in 1..=3 {
+            let event = tokio::time::timeout(WAIT, watch.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!((event.seq, event.name.as_str()), (seq, "old"));
+        }
+        // While the watcher is not read: the old instance ends (run by
+        // the other process, which this process then hears nothing of) and
+        // is purged, and a new one runs under the id, with more events.
+        let (other_worker, replacer) = if replaced_by_another_process {
+            worker.shutdown().await.unwrap();
+            let other = b.reopen().await;
+            (
+                Worker::start(other.clone(), registry()).unwrap(),
+                Client::new(other),
+            )
+        } else {
+            (worker, client.clone())
+        };
+        replacer.raise_event(&id, "go", &()).await.unwrap();
+        wait_done(&replacer, &id).await;
+        replacer.purge(&id).await.unwrap();
+        replacer.start_with(start("new", 8, 0)).await.unwrap();
+        replacer.raise_event(&id, "go", &()).await.unwrap();
+        wait_done(&replacer, &id).await;
+
+        let rest: Vec<_> = tokio::time::timeout(WAIT, watch.collect::<Vec<_>>())
+            .await
+            .unwrap();
+        // The old instance's events the watcher could still get, then the
+        // typed error: never an event of the new instance.
+        let (events, end) = rest.split_at(rest.len().saturating_sub(1));
+        for event in events {
+            let event = event.as_ref().unwrap();
+            assert_eq!(
+                event.name, "old",
+                "the watcher went on with the new instance: {event:?}"
+            );
+        }
+        assert!(
+            matches!(end, [Err(durable_core::Error::InstanceReplaced(_))]),
+            "the watcher ends with the typed error: {end:?}"
+        );
+        replacer.purge(&id).await.unwrap();
+        other_worker.shutdown().await.unwrap();
+    }
 }

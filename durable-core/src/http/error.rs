@@ -130,6 +130,7 @@ impl From<Error> for ApiError {
             Error::EventAlreadyRaised { .. } => {
                 Self::new(StatusCode::CONFLICT, "event_already_raised", message)
             }
+            Error::InstanceReplaced(_) => Self::new(StatusCode::GONE, "instance_replaced", message),
             Error::Json(_) => Self::bad_request("invalid_json", message),
             Error::InvalidArgument(_) => Self::bad_request("invalid_argument", message),
             Error::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),

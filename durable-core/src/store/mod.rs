@@ -396,6 +396,10 @@ pub struct StreamRead {
     pub stream_len: u64,
     /// The instance's current execution, read before the events.
     pub execution_id: String,
+    /// Which instance the id names (the id of its first execution): another
+    /// one than at an earlier read if the instance was purged or ended and
+    /// the id started again since.
+    pub incarnation: String,
 }
 
 /// A storage backend.

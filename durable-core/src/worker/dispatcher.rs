@@ -176,8 +176,21 @@ struct OpenTurn {
     /// How many turns are merged into `commit`.
     merged: usize,
     /// The results handed over in memory that the turns took: if the
-    /// turn is not written, they go to the inbox.
+    /// turn is not written, those of work items written before go to the
+    /// inbox (see [`written_work`]).
     taken: Vec<ActivityCompletion>,
+}
+
+/// Of the results a turn took from memory, those of work items written
+/// before it (`commit.completed_activities`): if the turn is not written,
+/// they go to the inbox for the instance's redone turn. The others are
+/// results of activities scheduled in the same turn (merged), of which
+/// the store holds no work item: the redone turn schedules them again.
+fn written_work(taken: Vec<ActivityCompletion>, commit: &TurnCommit) -> Vec<ActivityCompletion> {
+    taken
+        .into_iter()
+        .filter(|c| commit.completed_activities.contains(&c.key))
+        .collect()
 }
 
 /// The most turns of one instance a batch merges; the instance's next
@@ -956,7 +969,7 @@ impl Dispatcher {
         {
             let flying = Flying {
                 consumed: commit.consumed.clone(),
-                taken,
+                taken: written_work(taken, &commit),
             };
             self.flying.insert(commit.instance_id.clone(), flying);
             if let (true, Some(runner), Some(state)) =
@@ -1098,8 +1111,8 @@ impl Dispatcher {
         let mut unscheduled = refused.clone().unwrap_or_default();
         if let Some(later) = open.remove(&id) {
             let by_refused = |c: &ActivityCompletion| refused.as_ref().is_some_and(|r| r.contains(&c.key));
-            self.foreign
-                .extend(later.taken.into_iter().filter(|c| !by_refused(c)));
+            let taken = written_work(later.taken, &later.commit);
+            self.foreign.extend(taken.into_iter().filter(|c| !by_refused(c)));
             unscheduled.extend(later.commit.activities.iter().map(|a| a.key.clone()));
         }
         for key in unscheduled {

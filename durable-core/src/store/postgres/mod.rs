@@ -344,7 +344,7 @@ impl Inner {
         // One statement: the status and stream length come from the same
         // snapshot as the events.
         let rows = sqlx::query(
-            "SELECT i.status, i.stream_seq, i.execution_id AS current_execution, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
+            "SELECT i.status, i.stream_seq, i.execution_id AS current_execution, i.incarnation, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
              FROM instances i LEFT JOIN LATERAL (SELECT * FROM stream_events s \
              WHERE s.instance_id = i.instance_id AND s.seq > $2 ORDER BY s.seq LIMIT $3) e ON TRUE \
              WHERE i.instance_id = $1 ORDER BY e.seq",
@@ -372,6 +372,7 @@ impl Inner {
             status,
             stream_len,
             execution_id,
+            incarnation: first.text("incarnation")?,
         }))
     }
 }

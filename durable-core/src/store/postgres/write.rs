@@ -395,8 +395,9 @@ impl Writes {
         let c = &self.creations;
         if !c.instance_id.is_empty() {
             sqlx::query(
-                "INSERT INTO instances (instance_id, name, execution_id, status, input, parent, created_at, \
-                 updated_at) SELECT u.instance_id, u.name, u.execution_id, 'Pending', u.input, u.parent, \
+                "INSERT INTO instances (instance_id, name, execution_id, incarnation, status, input, parent, \
+                 created_at, updated_at) SELECT u.instance_id, u.name, u.execution_id, u.execution_id, 'Pending', \
+                 u.input, u.parent, \
                  u.created_at, u.created_at FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
                  $5::text[], $6::int8[]) AS u(instance_id, name, execution_id, input, parent, created_at)",
             )

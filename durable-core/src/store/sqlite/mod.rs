@@ -897,7 +897,7 @@ impl Inner {
         // the same snapshot as the events.
         let mut conn = self.reader_conn().await?;
         let rows = sqlx::query(
-            "SELECT i.status, i.stream_seq, i.execution_id AS current_execution, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
+            "SELECT i.status, i.stream_seq, i.execution_id AS current_execution, i.incarnation, e.seq, e.execution_id, e.name, e.payload, e.emitted_at \
              FROM instances i LEFT JOIN (SELECT * FROM stream_events WHERE instance_id = ?1 AND seq > ?2 \
              ORDER BY seq LIMIT ?3) e ON 1 = 1 WHERE i.instance_id = ?1 ORDER BY e.seq",
         )
@@ -926,6 +926,7 @@ impl Inner {
             status,
             stream_len,
             execution_id,
+            incarnation: first.text("incarnation")?,
         }))
     }
 }

@@ -158,13 +158,14 @@ impl<'a> Sql<'a> {
     fn insert_instance(&mut self, instance: &'a NewInstance) -> StoreResult<()> {
         let created = ms(instance.created_at);
         let query = self.statement(
-            "INSERT INTO instances (instance_id, name, execution_id, status, input, parent, created_at, \
-             updated_at) VALUES (",
+            "INSERT INTO instances (instance_id, name, execution_id, incarnation, status, input, parent, \
+             created_at, updated_at) VALUES (",
         );
         query
             .separated(", ")
             .push_bind(instance.instance_id.as_str())
             .push_bind(instance.name.as_str())
+            .push_bind(instance.execution_id.as_str())
             .push_bind(instance.execution_id.as_str())
             .push_bind("Pending")
             .push_bind(instance.input.as_str())
