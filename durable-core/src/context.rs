@@ -178,6 +178,9 @@ pub(crate) struct State {
     pub(crate) expected: BTreeMap<u64, HistoryEvent>,
     /// Tasks scheduled and not yet completed.
     open_tasks: HashSet<u64>,
+    /// The fingerprints of the activity calls among them
+    /// ([`call_fingerprint`](crate::store::call_fingerprint)).
+    activity_calls: HashMap<u64, u64>,
     results: HashMap<u64, Result<Payload, FailureDetails>>,
     wakers: HashMap<u64, Waker>,
     /// Events raised before anyone waited for them, in arrival order.
@@ -203,6 +206,10 @@ impl State {
         self.next_task_id += 1;
         action.set_id(id);
         self.open_tasks.insert(id);
+        if let Action::Activity { name, input, .. } = &action {
+            self.activity_calls
+                .insert(id, crate::store::call_fingerprint(name, input));
+        }
         match self.expected.remove(&id) {
             Some(recorded) if action.matches(&recorded) => {}
             Some(recorded) => {
@@ -231,6 +238,7 @@ impl State {
         if !self.open_tasks.remove(&id) {
             return false;
         }
+        self.activity_calls.remove(&id);
         self.results.insert(id, result);
         if let Some(waker) = self.wakers.remove(&id) {
             waker.wake();
@@ -252,6 +260,12 @@ impl State {
             }
             None => self.buffered_events.push_back((name, data)),
         }
+    }
+
+    /// Whether task `id` waits for an activity call other than the one of
+    /// `fingerprint`: a result of that other call is not this task's.
+    pub(crate) fn waits_for_other_call(&self, id: u64, fingerprint: u64) -> bool {
+        self.activity_calls.get(&id).is_some_and(|f| *f != fingerprint)
     }
 
     /// Marks every emit so far as stored (after a commit).
@@ -314,6 +328,7 @@ impl OrchestrationContext {
                 next_task_id: 0,
                 expected: BTreeMap::new(),
                 open_tasks: HashSet::new(),
+                activity_calls: HashMap::new(),
                 results: HashMap::new(),
                 wakers: HashMap::new(),
                 buffered_events: VecDeque::new(),

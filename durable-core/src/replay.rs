@@ -17,8 +17,8 @@ use futures::future::BoxFuture;
 
 use crate::context::{Action, ContinueAsNewOptions, Limits};
 use crate::store::{
-    ActivityCompletion, ActivityKey, InboxMessage, InstanceState, InstanceUpdate, MessageSource, NewActivity,
-    NewInstance, NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
+    call_fingerprint, ActivityCompletion, ActivityKey, InboxMessage, InstanceState, InstanceUpdate,
+    MessageSource, NewActivity, NewInstance, NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
 };
 use crate::{
     FailureDetails, HistoryEvent, InstanceId, OrchestrationContext, ParentInstance, Payload, Registry,
@@ -365,6 +365,19 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
     // Messages that wait (for a resume, or for the next execution).
     let mut waiting: Vec<InboxMessage> = Vec::new();
     while let Some(message) = queue.pop_front() {
+        if let MessageSource::Activity(key) = &message.source {
+            if runner
+                .ctx
+                .lock()
+                .waits_for_other_call(key.task_id, key.fingerprint)
+            {
+                // The result of a call a turn that was not written made;
+                // the task was scheduled again, for another call, by the
+                // redo. Its work item was never written: nothing to delete.
+                tracing::debug!(instance = %instance_id, task = key.task_id, "dropped the result of another call of the task");
+                continue;
+            }
+        }
         let waits = (status == RuntimeStatus::Suspended && !is_control(&message.event))
             // Raised events wait for the next execution after continue-as-new.
             || (matches!(runner.outcome, Some(Outcome::ContinuedAsNew(..)))
@@ -468,6 +481,7 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
                     instance_id: instance_id.clone(),
                     execution_id: execution_id.clone(),
                     task_id: id,
+                    fingerprint: call_fingerprint(&name, &input),
                 },
                 name,
                 input,
@@ -689,6 +703,7 @@ mod tests {
             instance_id: InstanceId::new("merged").unwrap(),
             execution_id: "e1".into(),
             task_id,
+            fingerprint: call_fingerprint("work", &Payload::new(&task_id).unwrap()),
         }
     }
 

@@ -1007,7 +1007,9 @@ async fn the_store_refuses_a_duplicate_emit(b: &Backend) {
 /// same one) and that no result has completed yet. The result of an
 /// activity scheduled by a turn that was never written (a worker ran it
 /// before its turn was refused) is dropped, and so is a second result of
-/// one activity.
+/// one activity, and a result of another call of the task (one a turn
+/// never written made, whose redo scheduled another call under the same
+/// task id).
 async fn a_result_is_delivered_only_while_its_work_item_exists(b: &Backend) {
     let client = Client::new(b.store.clone());
     let id = client.start("forever", &()).await.unwrap();
@@ -1019,10 +1021,12 @@ async fn a_result_is_delivered_only_while_its_work_item_exists(b: &Backend) {
         .unwrap()
         .pop()
         .unwrap();
-    let key = |task_id| ActivityKey {
+    // The key of a call of `double` with input `task_id`.
+    let key = |task_id: u64| ActivityKey {
         instance_id: id.clone(),
         execution_id: item.state.execution_id.clone(),
         task_id,
+        fingerprint: durable_core::store::call_fingerprint("double", &Payload::new(&task_id).unwrap()),
     };
     // A turn of `item` that schedules task `task_id`, claimed by the tester.
     let scheduling = |item: &durable_core::store::OrchestrationWorkItem, task_id: u64| {
@@ -1053,7 +1057,22 @@ async fn a_result_is_delivered_only_while_its_work_item_exists(b: &Backend) {
         completions,
         ..CommitBatch::default()
     };
-    // Task 2 was scheduled by no written turn.
+    // Task 1's result from another call (of input 7), then task 2's,
+    // scheduled by no written turn, then task 1's own.
+    let other_call = ActivityCompletion {
+        key: ActivityKey {
+            fingerprint: durable_core::store::call_fingerprint("double", &Payload::new(&7).unwrap()),
+            ..key(1)
+        },
+        event: HistoryEvent::ActivityCompleted {
+            id: 1,
+            result: Payload::new(&70).unwrap(),
+        },
+    };
+    b.store
+        .commit("tester", lease, &results(vec![other_call]))
+        .await
+        .unwrap();
     b.store
         .commit("tester", lease, &results(vec![result(2), result(1)]))
         .await
@@ -1078,7 +1097,12 @@ async fn a_result_is_delivered_only_while_its_work_item_exists(b: &Backend) {
         (item, ids)
     };
     let (item, ids) = delivered().await;
-    assert_eq!(ids, [1], "task 1's first result only");
+    assert_eq!(ids, [1], "task 1's own first result only");
+    let task_1 = item.messages.iter().find_map(|m| match &m.event {
+        HistoryEvent::ActivityCompleted { id: 1, result } => Some(result.as_str().to_owned()),
+        _ => None,
+    });
+    assert_eq!(task_1.as_deref(), Some("10"), "not the other call's");
     // A turn that schedules task 3, and its result, in one batch.
     let both = CommitBatch {
         turns: vec![scheduling(&item, 3)],

@@ -603,3 +603,58 @@ async fn postgres_a_result_taken_by_a_turn_whose_commit_fails_is_kept() {
     a_result_taken_by_a_turn_whose_commit_fails_is_kept(pg.open(None).await).await;
     pg.cleanup().await;
 }
+
+// -------------------------- a result of another call of the same task
+
+/// Races an activity against an event; whichever wins, calls the activity
+/// again with the name of the branch, and checks the result is its own.
+async fn branches(ctx: OrchestrationContext, _: ()) -> Result<String, String> {
+    let race = ctx.call_activity::<String>("echo_after", &("race", 0u64));
+    let event = ctx.wait_for_external_event::<()>("ev");
+    let branch = match durable_core::future::select(race, event).await {
+        futures::future::Either::Left(_) => "after-activity",
+        futures::future::Either::Right(_) => "after-event",
+    };
+    // The first run's call of this task takes 150 ms, the redo's 400:
+    // the first run's result comes back first.
+    let pause = if branch == "after-activity" { 150u64 } else { 400 };
+    let got: String = ctx
+        .call_activity("echo_after", &(branch, pause))
+        .await
+        .map_err(|e| e.to_string())?;
+    if got != branch {
+        return Err(format!("the call of {branch} got the result of {got}"));
+    }
+    Ok(got)
+}
+
+/// A batch fails; the redone turn takes the other branch (an event raised
+/// meanwhile wins the race), and schedules another call under the same
+/// task id while the first run's call still runs. The first run's result,
+/// handed over in memory, must not complete the redo's call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_of_another_call_of_the_task_is_not_taken() {
+    let store = common::memory_store().await;
+    let faulty = Arc::new(FaultyStore::new(store.clone()));
+    // The first batch (the race and the first branch's call) is slow, then
+    // fails: the event is raised meanwhile.
+    faulty.delay_commits(Duration::from_millis(60));
+    faulty.fail_next_commits(1);
+    let registry = Registry::new().orchestration("branches", branches).activity(
+        "echo_after",
+        |_ctx: ActivityContext, (text, pause): (String, u64)| async move {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            Ok::<_, Infallible>(text)
+        },
+    );
+    let worker = Worker::start(faulty.clone(), registry).unwrap();
+    let client = Client::new(store);
+    let id = client.start("branches", &()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    client.raise_event(&id, "ev", &()).await.unwrap();
+    let meta = common::wait_done(&client, &id).await;
+    assert_eq!(meta.status, RuntimeStatus::Completed, "{:?}", meta.failure);
+    assert_eq!(meta.output_as::<String>().unwrap(), "after-event");
+    assert!(!faulty.errors().is_empty(), "the first batch failed");
+    worker.shutdown().await.unwrap();
+}

@@ -164,6 +164,21 @@ pub(crate) fn instance_id_of(text: String) -> StoreResult<InstanceId> {
     InstanceId::new(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// A fingerprint as the `fingerprint` column keeps it: the same 64 bits,
+/// read as a signed integer.
+pub(crate) fn fingerprint_column(fingerprint: u64) -> i64 {
+    i64::from_ne_bytes(fingerprint.to_ne_bytes())
+}
+
+/// The fingerprint of a stored work item: its column, or (for an item
+/// written before the column was) the digest of its name and input.
+pub(crate) fn stored_fingerprint(column: Option<i64>, name: &str, input: &Payload) -> u64 {
+    match column {
+        Some(v) => u64::from_ne_bytes(v.to_ne_bytes()),
+        None => super::call_fingerprint(name, input),
+    }
+}
+
 pub(crate) fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }

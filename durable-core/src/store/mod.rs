@@ -252,7 +252,17 @@ pub struct InstanceUpdate {
     pub execution_emits: u64,
 }
 
-/// Identifies an activity work item: one task of one execution.
+/// Identifies an activity work item: one call of one task of one
+/// execution.
+///
+/// The task id alone does not say which call it is: a turn that is not
+/// written is redone from the store, and the redo may take another branch
+/// (an event raised meanwhile wins a race), scheduling another activity
+/// under the same task id while the first run's activity still runs. The
+/// fingerprint of the call (its name and input) tells them apart, so that
+/// a result is taken only for the call that produced it: where it is
+/// stored (the work item must be of the same call) and where it is
+/// applied (the task must be waiting on the same call).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ActivityKey {
     /// The orchestration instance.
@@ -261,6 +271,18 @@ pub struct ActivityKey {
     pub execution_id: String,
     /// The task id in the orchestration's history.
     pub task_id: u64,
+    /// A digest of the call: see [`call_fingerprint`].
+    pub fingerprint: u64,
+}
+
+/// The fingerprint of an activity call: a 64-bit FNV-1a digest of its name
+/// and its input's JSON text. The same on every machine and in every
+/// version, since work items keep it.
+pub fn call_fingerprint(name: &str, input: &Payload) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let bytes = name.bytes().chain([0xff]).chain(input.as_str().bytes());
+    bytes.fold(OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME))
 }
 
 /// An activity to schedule.

@@ -48,6 +48,9 @@ pub struct FaultyStore {
     /// How many commits that take activity results are still to fail
     /// before anything is written.
     fail_takers: AtomicUsize,
+    /// How many commits (of turns) are still to fail before anything is
+    /// written.
+    fail_next: AtomicUsize,
     /// How long each commit waits before it is written.
     commit_delay: Mutex<Duration>,
     /// How many fetches there were, and how many work items they returned.
@@ -71,6 +74,7 @@ impl FaultyStore {
             lose_acks: AtomicUsize::new(0),
             lost: AtomicUsize::new(0),
             fail_takers: AtomicUsize::new(0),
+            fail_next: AtomicUsize::new(0),
             commit_delay: Mutex::new(Duration::ZERO),
             fetches: AtomicUsize::new(0),
             fetched: AtomicUsize::new(0),
@@ -126,6 +130,12 @@ impl FaultyStore {
         self.fail_takers.store(n, Ordering::SeqCst);
     }
 
+    /// The next `n` commits of turns fail with a database error before
+    /// anything is written.
+    pub fn fail_next_commits(&self, n: usize) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
     /// How many commit acknowledgements were lost.
     pub fn lost_acks(&self) -> usize {
         self.lost.load(Ordering::SeqCst)
@@ -177,11 +187,12 @@ impl FaultyStore {
             tokio::time::sleep(delay).await;
         }
         let takes = batch.turns.iter().any(|t| !t.completed_activities.is_empty());
-        let fail = takes
-            && self
-                .fail_takers
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
+        let take_one = |n: &AtomicUsize| {
+            n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        let fail =
+            (takes && take_one(&self.fail_takers)) || (!batch.turns.is_empty() && take_one(&self.fail_next));
         if fail {
             let e = StoreError::database(std::io::Error::new(
                 std::io::ErrorKind::ConnectionReset,

@@ -30,7 +30,7 @@ use sqlx::{Postgres, Row};
 use super::codec::{
     activity_input, db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end,
     list_page, list_query, message_event, metadata_of, ms, now_ms, publish_turns, raised_name, refusal,
-    state_of, status_of, stream_event_of, to_json, Columns,
+    state_of, status_of, stored_fingerprint, stream_event_of, to_json, Columns,
 };
 use super::{
     detached, ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome,
@@ -308,7 +308,7 @@ impl Inner {
             "UPDATE activities SET lock_owner = $1, lock_expires = $2, attempt = attempt + 1 \
              WHERE (instance_id, execution_id, task_id) IN (SELECT instance_id, execution_id, task_id \
              FROM activities WHERE lock_expires <= $3 ORDER BY lock_expires LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING instance_id, execution_id, task_id, name, input, attempt",
+             RETURNING instance_id, execution_id, task_id, name, input, attempt, fingerprint",
         )
         .bind(owner)
         .bind(lease_end(lease))
@@ -320,13 +320,15 @@ impl Inner {
         rows.iter()
             .map(|row| {
                 let (input, input_error) = activity_input(&row.text("input")?);
+                let name = row.text("name")?;
                 Ok(ActivityWorkItem {
                     key: ActivityKey {
                         instance_id: instance_id_of(row.text("instance_id")?)?,
                         execution_id: row.text("execution_id")?,
                         task_id: u64::try_from(row.int("task_id")?).unwrap_or(0),
+                        fingerprint: stored_fingerprint(row.opt_int("fingerprint")?, &name, &input),
                     },
-                    name: row.text("name")?,
+                    name,
                     input,
                     attempt: u32::try_from(row.try_get::<i32, _>("attempt").map_err(db)?).unwrap_or(0),
                     input_error,

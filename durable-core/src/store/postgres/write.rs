@@ -16,12 +16,12 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::listen::Change;
 use crate::store::codec::{
-    batch_instance_ids, child_exists, db, event_kind, i64_of, may_commit, messages_of, ms, releases,
-    status_of, to_json, u64_of, InstanceRow, INSTANCE_TABLES,
+    batch_instance_ids, child_exists, db, event_kind, fingerprint_column, i64_of, may_commit, messages_of,
+    ms, releases, status_of, to_json, u64_of, InstanceRow, INSTANCE_TABLES,
 };
 use crate::store::{
-    ActivityCompletion, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult, TurnCommit,
-    TurnOutcome,
+    ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
+    TurnCommit, TurnOutcome,
 };
 
 /// Reads and locks the rows of `ids`.
@@ -164,6 +164,7 @@ struct Activities {
     lock_owner: Vec<Option<String>>,
     lock_expires: Vec<i64>,
     attempt: Vec<i32>,
+    fingerprint: Vec<i64>,
 }
 
 impl Activities {
@@ -178,24 +179,35 @@ impl Activities {
             .bind(&self.lock_owner)
             .bind(&self.lock_expires)
             .bind(&self.attempt)
+            .bind(&self.fingerprint)
     }
 }
 
-/// Activity work items to delete, by key column.
+/// Activity work items, by key column: to delete, or to deliver a result
+/// to.
 #[derive(Debug, Default)]
 struct ActivityKeys {
     instance_id: Vec<String>,
     execution_id: Vec<String>,
     task_id: Vec<i64>,
+    fingerprint: Vec<i64>,
 }
 
 impl ActivityKeys {
+    fn push(&mut self, key: &ActivityKey) {
+        self.instance_id.push(key.instance_id.as_str().to_owned());
+        self.execution_id.push(key.execution_id.clone());
+        self.task_id.push(i64_of(key.task_id));
+        self.fingerprint.push(fingerprint_column(key.fingerprint));
+    }
+
     /// Binds the key columns in order.
     fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
             .bind(&self.instance_id)
             .bind(&self.execution_id)
             .bind(&self.task_id)
+            .bind(&self.fingerprint)
     }
 }
 
@@ -238,7 +250,9 @@ pub(super) struct Writes {
     done: ActivityKeys,
     activities: Activities,
     messages: Messages,
-    completions: (Vec<String>, Vec<String>, Vec<String>, Vec<i64>),
+    /// Results for instances the worker does not hold: their work items'
+    /// keys and their events.
+    completions: (ActivityKeys, Vec<String>),
     stream: Stream,
     release: Vec<String>,
     release_owner: String,
@@ -326,9 +340,7 @@ impl Writes {
         } else {
             self.consumed.extend(&turn.consumed);
             for key in &turn.completed_activities {
-                self.done.instance_id.push(key.instance_id.as_str().to_owned());
-                self.done.execution_id.push(key.execution_id.clone());
-                self.done.task_id.push(i64_of(key.task_id));
+                self.done.push(key);
             }
             for a in &turn.activities {
                 let act = &mut self.activities;
@@ -342,6 +354,7 @@ impl Writes {
                 act.lock_expires
                     .push(if turn.claim_activities { lease_until } else { 0 });
                 act.attempt.push(i32::from(turn.claim_activities));
+                act.fingerprint.push(fingerprint_column(a.key.fingerprint));
             }
         }
         for m in messages_of(turn) {
@@ -368,14 +381,9 @@ impl Writes {
     }
 
     fn completion(&mut self, completion: &ActivityCompletion) -> StoreResult<()> {
-        let key = &completion.key;
-        self.done.instance_id.push(key.instance_id.as_str().to_owned());
-        self.done.execution_id.push(key.execution_id.clone());
-        self.done.task_id.push(i64_of(key.task_id));
-        self.completions.0.push(key.instance_id.as_str().to_owned());
-        self.completions.1.push(key.execution_id.clone());
-        self.completions.2.push(to_json(&completion.event)?);
-        self.completions.3.push(i64_of(key.task_id));
+        self.done.push(&completion.key);
+        self.completions.0.push(&completion.key);
+        self.completions.1.push(to_json(&completion.event)?);
         Ok(())
     }
 
@@ -460,39 +468,41 @@ impl Writes {
         if !a.instance_id.is_empty() {
             let query = sqlx::query(
                 "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
-                 lock_expires, attempt) SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], \
-                 $5::text[], $6::text[], $7::int8[], $8::int4[])",
+                 lock_expires, attempt, fingerprint) SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], \
+                 $4::text[], $5::text[], $6::text[], $7::int8[], $8::int4[], $9::int8[])",
             );
             a.bind(query).execute(&mut *tx).await.map_err(db)?;
         }
         // After the new work items, before the finished ones go: a result
         // is delivered only for an activity that has one.
-        if !self.completions.0.is_empty() {
-            sqlx::query(
+        if !self.completions.1.is_empty() {
+            let query = sqlx::query(
                 "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
-                 SELECT u.instance_id, u.execution_id, 'Result', u.event, $5 \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[]) \
-                 AS u(instance_id, execution_id, event, task_id) \
+                 SELECT u.instance_id, u.execution_id, 'Result', u.event, $6 \
+                 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) \
+                 AS u(instance_id, execution_id, task_id, fingerprint, event) \
                  WHERE EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = u.instance_id \
                  AND i.status NOT IN ('Completed', 'Failed', 'Terminated')) \
                  AND EXISTS (SELECT 1 FROM activities a WHERE a.instance_id = u.instance_id \
-                 AND a.execution_id = u.execution_id AND a.task_id = u.task_id)",
-            )
-            .bind(&self.completions.0)
-            .bind(&self.completions.1)
-            .bind(&self.completions.2)
-            .bind(&self.completions.3)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+                 AND a.execution_id = u.execution_id AND a.task_id = u.task_id \
+                 AND (a.fingerprint IS NULL OR a.fingerprint = u.fingerprint))",
+            );
+            self.completions
+                .0
+                .bind(query)
+                .bind(&self.completions.1)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         let d = &self.done;
         if !d.instance_id.is_empty() {
             let query = sqlx::query(
-                "DELETE FROM activities a USING UNNEST($1::text[], $2::text[], $3::int8[]) \
-                 AS k(instance_id, execution_id, task_id) WHERE a.instance_id = k.instance_id \
-                 AND a.execution_id = k.execution_id AND a.task_id = k.task_id",
+                "DELETE FROM activities a USING UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) \
+                 AS k(instance_id, execution_id, task_id, fingerprint) WHERE a.instance_id = k.instance_id \
+                 AND a.execution_id = k.execution_id AND a.task_id = k.task_id \
+                 AND (a.fingerprint IS NULL OR a.fingerprint = k.fingerprint)",
             );
             d.bind(query).execute(&mut *tx).await.map_err(db)?;
         }
@@ -549,27 +559,29 @@ h AS (INSERT INTO history (instance_id, idx, event) \
 consumed AS (DELETE FROM messages WHERE id = ANY($21::int8[])), \
 terminal_messages AS (DELETE FROM messages WHERE instance_id = ANY($22::text[])), \
 terminal_activities AS (DELETE FROM activities WHERE instance_id = ANY($22::text[])), \
-done AS (DELETE FROM activities a USING UNNEST($23::text[], $24::text[], $25::int8[]) \
-  AS k(instance_id, execution_id, task_id) WHERE a.instance_id = k.instance_id \
-  AND a.execution_id = k.execution_id AND a.task_id = k.task_id), \
+done AS (DELETE FROM activities a USING UNNEST($23::text[], $24::text[], $25::int8[], $26::int8[]) \
+  AS k(instance_id, execution_id, task_id, fingerprint) WHERE a.instance_id = k.instance_id \
+  AND a.execution_id = k.execution_id AND a.task_id = k.task_id \
+  AND (a.fingerprint IS NULL OR a.fingerprint = k.fingerprint)), \
 act AS (INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
-  lock_expires, attempt) SELECT * FROM UNNEST($26::text[], $27::text[], $28::int8[], $29::text[], \
-  $30::text[], $31::text[], $32::int8[], $33::int4[])), \
+  lock_expires, attempt, fingerprint) SELECT * FROM UNNEST($27::text[], $28::text[], $29::int8[], \
+  $30::text[], $31::text[], $32::text[], $33::int8[], $34::int4[], $35::int8[])), \
 msg AS (INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
-  SELECT * FROM UNNEST($34::text[], $35::text[], $36::text[], $37::text[], $38::int8[])), \
+  SELECT * FROM UNNEST($36::text[], $37::text[], $38::text[], $39::text[], $40::int8[])), \
 results AS (INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
   SELECT r.instance_id, r.execution_id, 'Result', r.event, $1 \
-  FROM UNNEST($39::text[], $40::text[], $41::text[], $42::int8[]) \
-  AS r(instance_id, execution_id, event, task_id) \
+  FROM UNNEST($41::text[], $42::text[], $43::int8[], $44::int8[], $45::text[]) \
+  AS r(instance_id, execution_id, task_id, fingerprint, event) \
   WHERE EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = r.instance_id \
   AND i.status NOT IN ('Completed', 'Failed', 'Terminated')) \
   AND EXISTS (SELECT 1 FROM activities a WHERE a.instance_id = r.instance_id \
-  AND a.execution_id = r.execution_id AND a.task_id = r.task_id)), \
+  AND a.execution_id = r.execution_id AND a.task_id = r.task_id \
+  AND (a.fingerprint IS NULL OR a.fingerprint = r.fingerprint))), \
 stream AS (INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, \
-  emitted_at) SELECT * FROM UNNEST($43::text[], $44::int8[], $45::text[], $46::int8[], $47::text[], \
-  $48::text[], $49::int8[])), \
+  emitted_at) SELECT * FROM UNNEST($46::text[], $47::int8[], $48::text[], $49::int8[], $50::text[], \
+  $51::text[], $52::int8[])), \
 released AS (UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
-  WHERE instance_id = ANY($50::text[]) AND lock_owner = $2) \
+  WHERE instance_id = ANY($53::text[]) AND lock_owner = $2) \
 INSERT INTO turn_guard (id) SELECT 1 WHERE (SELECT count(*) FROM up) <> $3";
 
 /// Writes `batch` in one statement (see [`ONE_STATEMENT`]), if it is a
@@ -611,12 +623,11 @@ pub(super) async fn commit_in_one_statement(
         .bind(&writes.consumed)
         .bind(&writes.terminal);
     let query = a.bind(d.bind(query));
-    let query = m
-        .bind(query)
-        .bind(&writes.completions.0)
-        .bind(&writes.completions.1)
-        .bind(&writes.completions.2)
-        .bind(&writes.completions.3);
+    let query = writes
+        .completions
+        .0
+        .bind(m.bind(query))
+        .bind(&writes.completions.1);
     let result = st
         .bind(query)
         .bind(&writes.release)

@@ -19,6 +19,8 @@ use crate::store::{CreateOutcome, NewInstance, StoreResult};
 /// A creation waiting for the writer.
 pub(super) struct Waiting {
     pub(super) instance: NewInstance,
+    /// Its place in the order of arrival.
+    arrival: u64,
     answer: oneshot::Sender<StoreResult<CreateOutcome>>,
 }
 
@@ -40,6 +42,8 @@ struct Queue {
     waiting: Vec<Waiting>,
     /// Whether a task writes the queue.
     writing: bool,
+    /// How many creations have arrived.
+    arrivals: u64,
 }
 
 impl std::fmt::Debug for Waiting {
@@ -60,7 +64,13 @@ impl Creations {
     ) -> (oneshot::Receiver<StoreResult<CreateOutcome>>, bool) {
         let (answer, answered) = oneshot::channel();
         let mut queue = self.lock();
-        queue.waiting.push(Waiting { instance, answer });
+        queue.arrivals += 1;
+        let arrival = queue.arrivals;
+        queue.waiting.push(Waiting {
+            instance,
+            arrival,
+            answer,
+        });
         let start = !queue.writing;
         queue.writing = true;
         (answered, start)
@@ -83,6 +93,27 @@ impl<'a> Writing<'a> {
         Self {
             creations,
             stopped: false,
+        }
+    }
+
+    /// How many creations have arrived so far: taken before the writer is
+    /// asked for, it tells the creations that arrived before the attempt.
+    pub(super) fn arrivals(&self) -> u64 {
+        self.creations.lock().arrivals
+    }
+
+    /// Puts back, first in line, creations taken that arrived after
+    /// `arrivals`: an attempt to get the writer that failed had begun
+    /// before them, and says nothing of their chances.
+    pub(super) fn put_back_after(&mut self, arrivals: u64, taken: &mut Vec<Waiting>) {
+        let (later, earlier): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(taken)
+            .into_iter()
+            .partition(|w| w.arrival > arrivals);
+        *taken = earlier;
+        if !later.is_empty() {
+            let mut queue = self.creations.lock();
+            let newer = std::mem::take(&mut queue.waiting);
+            queue.waiting = later.into_iter().chain(newer).collect();
         }
     }
 

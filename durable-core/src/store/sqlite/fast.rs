@@ -18,8 +18,8 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::write::Wake;
-use crate::store::codec::{db, event_kind, i64_of, messages_of, ms, releases, to_json};
-use crate::store::{CommitBatch, NewStreamEvent, StoreError, StoreResult, TurnCommit};
+use crate::store::codec::{db, event_kind, fingerprint_column, i64_of, messages_of, ms, releases, to_json};
+use crate::store::{ActivityKey, CommitBatch, NewStreamEvent, StoreError, StoreResult, TurnCommit};
 use crate::Payload;
 
 // The lease columns are set by a statement of their own, and only where
@@ -53,16 +53,19 @@ INSERT INTO history (instance_id, idx, event) SELECT value->>0, value->>1, value
 DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?));
 DELETE FROM messages WHERE instance_id IN (SELECT value FROM json_each(?));
 DELETE FROM activities WHERE instance_id IN (SELECT value FROM json_each(?));
-INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, lock_expires, attempt) \
-  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?);
+INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, lock_expires, attempt, \
+  fingerprint) \
+  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 \
+  FROM json_each(?);
 INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
   SELECT u.value->>0, u.value->>1, 'Result', u.value->>2, ? FROM json_each(?) AS u \
   WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = u.value->>0 \
   AND status NOT IN ('Completed', 'Failed', 'Terminated')) \
   AND EXISTS (SELECT 1 FROM activities WHERE instance_id = u.value->>0 AND execution_id = u.value->>1 \
-  AND task_id = u.value->>3);
+  AND task_id = u.value->>3 AND (fingerprint IS NULL OR fingerprint = u.value->>4));
 DELETE FROM activities WHERE rowid IN (SELECT a.rowid FROM json_each(?) AS k JOIN activities AS a \
-  ON a.instance_id = k.value->>0 AND a.execution_id = k.value->>1 AND a.task_id = k.value->>2);
+  ON a.instance_id = k.value->>0 AND a.execution_id = k.value->>1 AND a.task_id = k.value->>2 \
+  AND (a.fingerprint IS NULL OR a.fingerprint = k.value->>3));
 INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
   SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?);
 INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) \
@@ -195,8 +198,7 @@ impl<'a> Rows<'a> {
                 self.consumed.push(m)?;
             }
             for key in &turn.completed_activities {
-                self.done
-                    .push(&(key.instance_id.as_str(), &key.execution_id, i64_of(key.task_id)))?;
+                self.done.push(&key_row(key))?;
             }
             let (claim_owner, claim_until, attempt) = if turn.claim_activities {
                 (Some(owner), lease_until, 1)
@@ -215,6 +217,7 @@ impl<'a> Rows<'a> {
                     claim_owner,
                     claim_until,
                     attempt,
+                    fingerprint_column(a.key.fingerprint),
                 ))?;
             }
         }
@@ -244,6 +247,16 @@ impl<'a> Rows<'a> {
         }
         Ok(())
     }
+}
+
+/// A work item's key as a row: instance, execution, task, fingerprint.
+fn key_row(key: &ActivityKey) -> (&str, &str, i64, i64) {
+    (
+        key.instance_id.as_str(),
+        &key.execution_id,
+        i64_of(key.task_id),
+        fingerprint_column(key.fingerprint),
+    )
 }
 
 /// Whether [`commit`] can write `batch`: a batch that creates instances
@@ -278,14 +291,10 @@ pub(super) async fn commit(
         wake.turn(turn, now);
     }
     for c in &batch.completions {
-        let key = (
-            c.key.instance_id.as_str(),
-            &c.key.execution_id,
-            i64_of(c.key.task_id),
-        );
+        let key = key_row(&c.key);
         rows.done.push(&key)?;
         rows.completions
-            .push(&(key.0, key.1, to_json(&c.event)?, key.2))?;
+            .push(&(key.0, key.1, to_json(&c.event)?, key.2, key.3))?;
         wake.orchestrations = true;
     }
     // Every turn is written, or none.

@@ -38,7 +38,7 @@ use held::{Held, HeldConn};
 use super::codec::{
     activity_input, db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end,
     list_page, list_query, message_event, metadata_of, ms, now_ms, publish_turns, raised_name, refusal,
-    state_of, status_of, stream_event_of, to_json, u64_of, Columns,
+    state_of, status_of, stored_fingerprint, stream_event_of, to_json, u64_of, Columns,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -440,8 +440,9 @@ impl Inner {
         let mut guard = creations::Writing::new(&self.creations);
         loop {
             // Creations queue up while the writer is busy.
+            let arrived = guard.arrivals();
             let conn = self.writer_conn().await;
-            let waiting = guard.take();
+            let mut waiting = guard.take();
             if waiting.is_empty() {
                 if let Ok(conn) = conn {
                     conn.finish();
@@ -449,10 +450,11 @@ impl Inner {
                 return;
             }
             match conn {
-                // Ours may have been written by another caller: its answer
-                // is waiting.
                 Ok(conn) => self.create_together(conn, waiting).await,
                 Err(e) => {
+                    // Those that came while the writer was being got are
+                    // tried again (the database may be writable by now).
+                    guard.put_back_after(arrived, &mut waiting);
                     let message = e.to_string();
                     for w in waiting {
                         w.answer(Err(StoreError::Database(message.clone().into())));
@@ -793,7 +795,7 @@ impl Inner {
         let rows = sqlx::query(
             "UPDATE activities SET lock_owner = ?, lock_expires = ?, attempt = attempt + 1 \
              WHERE rowid IN (SELECT rowid FROM activities WHERE lock_expires <= ? ORDER BY rowid LIMIT ?) \
-             RETURNING instance_id, execution_id, task_id, name, input, attempt",
+             RETURNING instance_id, execution_id, task_id, name, input, attempt, fingerprint",
         )
         .bind(owner)
         .bind(lease_end(lease))
@@ -807,13 +809,15 @@ impl Inner {
         rows.iter()
             .map(|row| {
                 let (input, input_error) = activity_input(row.try_get::<&str, _>("input").map_err(db)?);
+                let name: String = row.try_get("name").map_err(db)?;
                 Ok(ActivityWorkItem {
                     key: ActivityKey {
                         instance_id: instance_id_of(row.try_get("instance_id").map_err(db)?)?,
                         execution_id: row.try_get("execution_id").map_err(db)?,
                         task_id: u64_of(row.try_get("task_id").map_err(db)?),
+                        fingerprint: stored_fingerprint(row.opt_int("fingerprint")?, &name, &input),
                     },
-                    name: row.try_get("name").map_err(db)?,
+                    name,
                     input,
                     attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(db)?).unwrap_or(u32::MAX),
                     input_error,

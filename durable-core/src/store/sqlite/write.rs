@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::store::codec::{
-    batch_instance_ids, child_exists, db, event_kind, i64_of, json_list, may_commit, messages_of, ms,
-    releases, status_of, to_json, u64_of, InstanceRow, INSTANCE_TABLES,
+    batch_instance_ids, child_exists, db, event_kind, fingerprint_column, i64_of, json_list, may_commit,
+    messages_of, ms, releases, status_of, to_json, u64_of, InstanceRow, INSTANCE_TABLES,
 };
 use crate::store::{
     ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
@@ -217,13 +217,25 @@ impl<'a> Sql<'a> {
         }
     }
 
+    /// Deletes the work item of `key`, if it is of the same call.
     fn delete_activity(&mut self, key: &'a ActivityKey) {
-        self.statement("DELETE FROM activities WHERE instance_id = ")
+        self.statement("DELETE FROM activities WHERE ");
+        self.push_key(key);
+    }
+
+    /// The condition that a work item is `key`'s: the same task, of the
+    /// same call (or written before calls had fingerprints).
+    fn push_key(&mut self, key: &'a ActivityKey) {
+        self.query
+            .push("instance_id = ")
             .push_bind(key.instance_id.as_str())
             .push(" AND execution_id = ")
             .push_bind(key.execution_id.as_str())
             .push(" AND task_id = ")
-            .push_bind(i64_of(key.task_id));
+            .push_bind(i64_of(key.task_id))
+            .push(" AND (fingerprint IS NULL OR fingerprint = ")
+            .push_bind(fingerprint_column(key.fingerprint))
+            .push(")");
     }
 
     /// Delivers the result of an activity whose orchestration the writer
@@ -244,13 +256,9 @@ impl<'a> Sql<'a> {
             .push(" WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ")
             .push_bind(key.instance_id.as_str())
             .push(" AND status NOT IN ('Completed', 'Failed', 'Terminated'))")
-            .push(" AND EXISTS (SELECT 1 FROM activities WHERE instance_id = ")
-            .push_bind(key.instance_id.as_str())
-            .push(" AND execution_id = ")
-            .push_bind(key.execution_id.as_str())
-            .push(" AND task_id = ")
-            .push_bind(i64_of(key.task_id))
-            .push(")");
+            .push(" AND EXISTS (SELECT 1 FROM activities WHERE ");
+        self.push_key(key);
+        self.query.push(")");
         self.delete_activity(key);
         Ok(())
     }
@@ -356,7 +364,7 @@ impl<'a> Sql<'a> {
                 }
                 self.statement(
                     "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
-                     lock_expires, attempt) ",
+                     lock_expires, attempt, fingerprint) ",
                 )
                 .push_values(values, |mut b, (a, input)| {
                     b.push_bind(a.key.instance_id.as_str())
@@ -366,7 +374,8 @@ impl<'a> Sql<'a> {
                         .push_bind(input)
                         .push_bind(claim_owner)
                         .push_bind(claim_until)
-                        .push_bind(attempt);
+                        .push_bind(attempt)
+                        .push_bind(fingerprint_column(a.key.fingerprint));
                 });
             }
         }
