@@ -492,3 +492,45 @@ async fn a_delayed_start_written_while_the_next_wakeup_is_read_starts_on_time() 
     }
     worker.shutdown().await.unwrap();
 }
+
+async fn quick_chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, OrchestrationError> {
+    let mut sum = 0;
+    for i in 0..steps {
+        sum += ctx.call_activity::<u64>("quick_square", &i).await?;
+    }
+    Ok(sum)
+}
+
+/// Without a cache, no orchestration stays in memory: the result of an
+/// activity its turn claimed goes to the instance's inbox. When it comes
+/// back before that turn is handed over and the open batch is written in
+/// parts (batches of one), it must be written with that turn, not in an
+/// earlier batch (where no work item would take it yet, and the work
+/// item, claimed by this worker, would wait for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_beats_its_turn_to_the_store_is_written_with_it() {
+    let registry = Registry::new()
+        .orchestration("quick_chain", quick_chain)
+        .activity("quick_square", |_ctx: ActivityContext, i: u64| async move {
+            Ok::<_, Infallible>(i * i)
+        });
+    let rig = Rig::with_options(
+        registry,
+        WorkerOptions::new().orchestration_batch(1).cache_capacity(0),
+    )
+    .await;
+    let ids: Vec<InstanceId> = join_all((0..24).map(|_| rig.client.start("quick_chain", &4u64)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for id in &ids {
+        let meta = rig
+            .client
+            .wait_for_completion(id, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{id} stalled: {e}"));
+        assert_eq!(meta.output_as::<u64>().unwrap(), 1 + 4 + 9, "{:?}", meta.failure);
+    }
+    rig.shutdown().await;
+}

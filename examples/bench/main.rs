@@ -8,7 +8,10 @@
 //!
 //! Scenarios: `pipeline`, `pipeline_concurrent`, `activities`,
 //! `stream_append`, `stream_live`, `status_vs_stream`, `idle_instances`
-//! (all of them when none is given). Figures are named with their unit
+//! (all of them when none is given); and, only when named, `soak`,
+//! `commit_rate` and `simulate` (the seeded simulation under faults, seed
+//! after seed for `--seconds`, from `--seed`; each violation is printed
+//! with its seed, and the program fails if there is one). Figures are named with their unit
 //! (`runs_per_s`, `p50_ms`, `p99_ms`, `events_per_s`, `ratio`,
 //! `bytes_per_instance`, `seconds`); see BENCHMARKS.md for the recorded
 //! figures and how they were produced.
@@ -34,13 +37,15 @@ pub(crate) struct Config {
     /// process).
     workers: usize,
     repeat: usize,
-    /// How long the soak scenario runs.
+    /// How long the soak and simulate scenarios run.
     seconds: u64,
+    /// The first seed the simulate scenario runs.
+    seed: u64,
 }
 
-/// Scenarios that run only when named: the soak, and the bare database's
-/// commit rate.
-const EXTRA: [&str; 2] = ["soak", "commit_rate"];
+/// Scenarios that run only when named: the soak, the bare database's
+/// commit rate, and the simulation.
+const EXTRA: [&str; 3] = ["soak", "commit_rate", "simulate"];
 
 /// The scenarios run when none is named.
 const ALL: [&str; 7] = [
@@ -64,6 +69,7 @@ fn parse_args() -> Result<Config, String> {
         workers: 1,
         repeat: 1,
         seconds: 60,
+        seed: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -82,6 +88,14 @@ fn parse_args() -> Result<Config, String> {
             "--workers" => config.workers = count(&value("--workers")?, "--workers", 16)?,
             "--repeat" => config.repeat = count(&value("--repeat")?, "--repeat", 100)?,
             "--seconds" => config.seconds = count(&value("--seconds")?, "--seconds", 86_400)? as u64,
+            "--seed" => {
+                let text = value("--seed")?;
+                let parsed = match text.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => text.parse(),
+                };
+                config.seed = parsed.map_err(|_| format!("--seed takes a number, not {text:?}"))?;
+            }
             "--synchronous" => {
                 config.synchronous = value("--synchronous")?.parse().map_err(|e| format!("{e}"))?;
             }
@@ -99,10 +113,11 @@ fn parse_args() -> Result<Config, String> {
             "-h" | "--help" => {
                 return Err(format!(
                     "usage: bench [--backend sqlite|postgres] [--postgres-url URL] [--synchronous full|normal]\n\
-                     \x20            [--workers N] [--repeat N] [--seconds N] [--scenario NAME]...\n\
+                     \x20            [--workers N] [--repeat N] [--seconds N] [--seed S] [--scenario NAME]...\n\
                      --workers N runs the pipeline scenarios on N worker processes (default 1: in this process);\n\
                      --repeat N runs each scenario N times and adds a line of the medians;\n\
-                     --seconds N is how long soak runs (default 60).\n\
+                     --seconds N is how long soak and simulate run (default 60);\n\
+                     --seed S is the first seed simulate runs (default 1).\n\
                      scenarios: {} (all by default), and {}",
                     ALL.join(", "),
                     EXTRA.join(", ")
@@ -146,6 +161,14 @@ async fn main() -> ExitCode {
             match scenarios::run(name, &config).await {
                 Ok(figures) => {
                     println!("{}", support::line(name, &config, figures.clone()));
+                    let violated = figures
+                        .get("violations")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0);
+                    if name == "simulate" && violated > 0 {
+                        eprintln!("the simulation found {violated} violation(s); see above for their seeds");
+                        return ExitCode::FAILURE;
+                    }
                     runs.push(figures);
                 }
                 Err(e) => {

@@ -30,6 +30,7 @@ pub(crate) async fn run(name: &str, config: &Config) -> Result<Figures, BoxError
         "idle_instances" => idle_instances(config).await,
         "soak" => crate::soak::run(config).await,
         "commit_rate" => commit_rate(config).await,
+        "simulate" => simulate(config).await,
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
@@ -597,4 +598,50 @@ async fn commit_rate(config: &Config) -> Result<Figures, BoxError> {
         round(seconds * 1e3 / f64::from(COMMITS), 4),
     );
     Ok(f)
+}
+
+/// The seeded simulation under faults (`durable_workspace::simulation`),
+/// seed after seed from `--seed` for `--seconds`, on the backend asked
+/// for. Each violation is printed with its seed on stderr.
+async fn simulate(config: &Config) -> Result<Figures, BoxError> {
+    use durable_workspace::simulation::{self, Backend, Options};
+    let backend = match config.backend.as_str() {
+        "postgres" => Backend::Postgres(config.postgres_url.clone()),
+        _ => Backend::Sqlite,
+    };
+    let options = Options::new(backend);
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(config.seconds);
+    let (mut seeds, mut violations, mut failing) = (0u64, 0u64, Vec::new());
+    let (mut calls, mut dropped, mut kills, mut failed_commits, mut lost_answers) = (0, 0, 0, 0, 0);
+    let mut seed = config.seed;
+    while seeds == 0 || Instant::now() < deadline {
+        let report = simulation::run(seed, &options).await;
+        seeds += 1;
+        calls += report.calls;
+        dropped += report.dropped;
+        kills += report.kills;
+        failed_commits += report.failed_commits;
+        lost_answers += report.lost_answers;
+        if !report.violations.is_empty() {
+            violations += report.violations.len() as u64;
+            failing.push(seed);
+            for v in &report.violations {
+                eprintln!("seed {seed}: {v}");
+            }
+        }
+        seed = seed.wrapping_add(1);
+    }
+    let mut figures = Figures::new();
+    figures.insert("seeds".into(), json!(seeds));
+    figures.insert("first_seed".into(), json!(config.seed));
+    figures.insert("violations".into(), json!(violations));
+    figures.insert("failing_seeds".into(), json!(failing));
+    figures.insert("calls".into(), json!(calls));
+    figures.insert("dropped_calls".into(), json!(dropped));
+    figures.insert("worker_kills".into(), json!(kills));
+    figures.insert("failed_commits".into(), json!(failed_commits));
+    figures.insert("lost_commit_answers".into(), json!(lost_answers));
+    figures.insert("seconds".into(), json!(began.elapsed().as_secs_f64()));
+    Ok(figures)
 }

@@ -781,6 +781,7 @@ impl Sim {
         let messages = "SELECT id || ' ' || kind || ' ' || visible_at || ' ' || substr(event, 1, 80) FROM messages WHERE instance_id = $1 ORDER BY id";
         let activities = "SELECT task_id || ' ' || name || ' owner ' || coalesce(lock_owner, '-') || ' until ' || lock_expires || ' attempt ' || attempt || ' ' || substr(input, 1, 60) FROM activities WHERE instance_id = $1";
         let instance = "SELECT status || ' version ' || version || ' owner ' || coalesce(lock_owner, '-') || ' until ' || lock_expires FROM instances WHERE instance_id = $1";
+        let children = "SELECT instance_id || ' ' || status || ' version ' || version || ' owner ' || coalesce(lock_owner, '-') || ' until ' || lock_expires || ' messages ' || (SELECT count(*) FROM messages m WHERE m.instance_id = i.instance_id) || ' activities ' || (SELECT count(*) FROM activities a WHERE a.instance_id = i.instance_id) FROM instances i WHERE instance_id LIKE $1 || ':%'";
         let read = |sql: &'static str| async move {
             let rows: Result<Vec<(String,)>, sqlx::Error> = match &self.cleanup {
                 Cleanup::Dir(dir) => {
@@ -813,10 +814,11 @@ impl Sim {
             }
         };
         format!(
-            "instance [{}], messages [{}], activities [{}]",
+            "instance [{}], messages [{}], activities [{}], children [{}]",
             read(instance).await,
             read(messages).await,
-            read(activities).await
+            read(activities).await,
+            read(children).await
         )
     }
 

@@ -179,6 +179,10 @@ struct OpenTurn {
     /// turn is not written, those of work items written before go to the
     /// inbox (see [`written_work`]).
     taken: Vec<ActivityCompletion>,
+    /// Results of activities the turn schedules that came back while it
+    /// is open and its orchestration is not in memory: written with the
+    /// turn, after its work items.
+    results: Vec<ActivityCompletion>,
 }
 
 /// Of the results a turn took from memory, those of work items written
@@ -464,7 +468,11 @@ impl Landing {
                 }
             })
             .collect();
-        let turns_only = batch.completions.is_empty() && batch.release.is_empty();
+        let turns_only = batch.release.is_empty()
+            && batch
+                .completions
+                .iter()
+                .all(|c| batch.turns.iter().any(|t| t.instance_id == c.key.instance_id));
         let retry = error.is_some().then_some((batch.completions, batch.release));
         Self {
             turns,
@@ -580,9 +588,9 @@ impl Dispatcher {
             }
             let mut pending = std::mem::take(&mut self.later);
             if let Some(c) = carried.take() {
-                self.push_completion(&mut pending, &open, c);
+                self.push_completion(&mut pending, &mut open, c);
             }
-            self.take_completions(&mut pending, &open);
+            self.take_completions(&mut pending, &mut open);
             // Look at the store when signalled or due, also when results
             // are at hand, so that a turn sees messages that arrived before
             // them (a terminate before an activity result).
@@ -702,7 +710,7 @@ impl Dispatcher {
         }
     }
 
-    fn take_completions(&mut self, pending: &mut Pending, open: &OpenBatch) {
+    fn take_completions(&mut self, pending: &mut Pending, open: &mut OpenBatch) {
         while let Ok(c) = self.completions.try_recv() {
             self.push_completion(pending, open, c);
         }
@@ -712,7 +720,7 @@ impl Dispatcher {
     /// worker holds it (in the open batch or in the cache), else to the
     /// instance's inbox; a result of a run that a refused turn started is
     /// dropped.
-    fn push_completion(&mut self, pending: &mut Pending, open: &OpenBatch, (run, completion): Finished) {
+    fn push_completion(&mut self, pending: &mut Pending, open: &mut OpenBatch, (run, completion): Finished) {
         self.activities.finished();
         if self.running.get(&completion.key) == Some(&run) {
             self.running.remove(&completion.key);
@@ -743,8 +751,22 @@ impl Dispatcher {
             };
             pending.add(&id, None, vec![message]);
         } else {
-            self.foreign.push(completion);
+            self.route_to_inbox(open, completion);
         }
+    }
+
+    /// Sends a result to its instance's inbox: with the open turn that
+    /// schedules its activity, if there is one (a result written before
+    /// its work item would be dropped, and the work item, claimed by this
+    /// worker, would wait for ever), else with the next batch.
+    fn route_to_inbox(&mut self, open: &mut OpenBatch, completion: ActivityCompletion) {
+        if let Some(turn) = open.get_mut(&completion.key.instance_id) {
+            if turn.commit.activities.iter().any(|a| a.key == completion.key) {
+                turn.results.push(completion);
+                return;
+            }
+        }
+        self.foreign.push(completion);
     }
 
     /// Fetches instances with messages in the store, as many as the open
@@ -841,7 +863,7 @@ impl Dispatcher {
                     // ended in this batch, or nothing is cached): results go
                     // to the inbox, stored messages wait until the batch is
                     // written.
-                    self.defer_until_written(messages);
+                    self.defer_until_written(open, messages);
                     continue;
                 };
                 turns.push(NextTurn::new(runner, id, state, messages, None));
@@ -867,12 +889,12 @@ impl Dispatcher {
                 // Results for an orchestration no longer in memory, or
                 // stored messages of one whose last turn is being written
                 // without it staying in memory: they wait until it is.
-                self.defer_until_written(messages);
+                self.defer_until_written(open, messages);
                 continue;
             };
             let Some(mut runner) = self.runner_for(&id, &state).await else {
                 // The history could not be loaded; the instance was held back.
-                self.defer(messages);
+                self.defer(open, messages);
                 continue;
             };
             if let Some(failure) = self.poisoned.get(&id) {
@@ -922,6 +944,7 @@ impl Dispatcher {
                     name,
                     merged: 1,
                     taken: result.taken,
+                    results: Vec::new(),
                 },
                 self.options.linger,
             );
@@ -959,14 +982,17 @@ impl Dispatcher {
     /// meanwhile.
     fn hand_over(&mut self, open: OpenBatch, with_rest: bool) -> Flight {
         let mut turns = Vec::with_capacity(open.turns.len());
+        let mut results = Vec::new();
         for OpenTurn {
             commit,
             runner,
             name,
             taken,
+            results: mut turn_results,
             ..
         } in open.turns
         {
+            results.append(&mut turn_results);
             let flying = Flying {
                 consumed: commit.consumed.clone(),
                 taken: written_work(taken, &commit),
@@ -982,7 +1008,7 @@ impl Dispatcher {
             }
             turns.push(commit);
         }
-        let (completions, release) = if with_rest {
+        let (mut completions, release) = if with_rest {
             (
                 std::mem::take(&mut self.foreign),
                 std::mem::take(&mut self.release),
@@ -990,6 +1016,8 @@ impl Dispatcher {
         } else {
             (Vec::new(), Vec::new())
         };
+        // After the work items of the batch's turns, in the same batch.
+        completions.append(&mut results);
         let batch = CommitBatch {
             turns,
             completions,
@@ -1126,18 +1154,18 @@ impl Dispatcher {
     /// Leaves `messages` of an instance whose last turn is not written yet
     /// for later: results go to the inbox, and the store is looked at again
     /// once the batch being written lands, for the stored ones.
-    fn defer_until_written(&mut self, messages: Vec<InboxMessage>) {
+    fn defer_until_written(&mut self, open: &mut OpenBatch, messages: Vec<InboxMessage>) {
         self.recheck |= messages
             .iter()
             .any(|m| matches!(m.source, MessageSource::Inbox(_)));
-        self.defer(messages);
+        self.defer(open, messages);
     }
 
     /// Sends handed-over activity results back to the inbox route.
-    fn defer(&mut self, messages: Vec<InboxMessage>) {
+    fn defer(&mut self, open: &mut OpenBatch, messages: Vec<InboxMessage>) {
         for m in messages {
             if let MessageSource::Activity(key) = m.source {
-                self.foreign.push(ActivityCompletion { key, event: m.event });
+                self.route_to_inbox(open, ActivityCompletion { key, event: m.event });
             }
         }
     }
