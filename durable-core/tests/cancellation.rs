@@ -389,3 +389,66 @@ async fn sqlite_a_read_dropped_between_rows_does_not_leave_its_connection_readin
         assert_eq!(meta.stream_len, len, "round {round}: a read saw an old snapshot");
     }
 }
+
+/// A commit dropped after it reached the database (its runtime shut down
+/// between the `COMMIT` and the signals that follow it) wrote events that
+/// nobody announced. With polling off, the watchers of this process would
+/// wait for ever: the next write, which finds the connection left behind,
+/// tells them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_what_a_dropped_commit_wrote_reaches_the_watchers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("unannounced.db");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::with_options(SqliteStoreOptions::file(path.to_string_lossy()).poll_interval(None))
+            .await
+            .expect("open"),
+    );
+    let client = Client::new(store.clone());
+    let id = client
+        .start_with(
+            StartOptions::new("any", &())
+                .unwrap()
+                .instance_id(iid("unannounced")),
+        )
+        .await
+        .expect("start");
+    let other = client.start("any", &()).await.expect("start another");
+    let watcher = tokio::spawn({
+        let mut events = client.watch_events(&id, 0);
+        async move {
+            use futures::StreamExt;
+            events.next().await
+        }
+    });
+    // The watcher read the empty stream and waits.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let items = store
+        .fetch_orchestrations("test", Duration::from_secs(30), 10)
+        .await
+        .expect("fetch");
+    let item = items.iter().find(|i| i.instance_id == id).expect("the instance");
+    let batch = durable_core::store::CommitBatch {
+        turns: vec![common::emitting_turn(item, vec![(1, 0)])],
+        ..Default::default()
+    };
+    {
+        // Sent, then left: the database thread writes it whole.
+        let mut commit = Box::pin(store.commit("test", Duration::from_secs(30), &batch));
+        assert!(futures::poll!(commit.as_mut()).is_pending());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        client.get_instance(&id).await.unwrap().unwrap().stream_len,
+        1,
+        "written"
+    );
+    assert!(!watcher.is_finished(), "and not announced");
+    // Any write next (here a raised event to another instance).
+    client.raise_event(&other, "poke", &()).await.expect("raise");
+    let event = tokio::time::timeout(Duration::from_secs(5), watcher)
+        .await
+        .expect("the watcher was told")
+        .expect("the watcher ran");
+    assert_eq!(event.expect("an event").expect("no error").seq, 1);
+}

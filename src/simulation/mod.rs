@@ -53,7 +53,8 @@ pub enum Backend {
     Sqlite,
     /// PostgreSQL at this URL, in a schema of the run's own; every worker
     /// and the client have a handle of their own (as processes would),
-    /// polling off (notifications only).
+    /// polling every second for what a killed worker committed and did not
+    /// announce.
     Postgres(String),
 }
 
@@ -307,7 +308,11 @@ impl Sim {
                             durable_core::store::PostgresStoreOptions::new(url.clone())
                                 .schema(&schema)
                                 .max_connections(4)
-                                .poll_interval(None),
+                                // A killed worker (a process that died) may
+                                // have committed without announcing it: the
+                                // safety net of every deployment of several
+                                // processes.
+                                .poll_interval(Some(Duration::from_secs(1))),
                         )
                         .await
                         .map_err(|e| e.to_string())?;

@@ -445,6 +445,15 @@ impl ChangeFeed {
         }
     }
 
+    /// Signals every worker and watcher of this process: something was
+    /// written that may not have been announced.
+    pub fn notify_everything(&self) {
+        self.notify_orchestration_work();
+        self.notify_activity_work();
+        self.notify_wakeup();
+        self.notify_all_instances();
+    }
+
     /// Wakes every watcher of every instance (after notifications from
     /// other processes may have been missed).
     pub fn notify_all_instances(&self) {

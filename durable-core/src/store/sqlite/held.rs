@@ -75,11 +75,13 @@ impl Held {
             conn: Some(conn),
             discard: Arc::default(),
             finished: false,
+            cleaned: false,
             _permit: permit,
         };
         if !clean {
             // Dropped here too, it stays to be cleaned.
             conn.clean().await;
+            conn.cleaned = true;
         }
         Ok(conn)
     }
@@ -102,10 +104,20 @@ pub(super) struct HeldConn<'a> {
     discard: Arc<AtomicBool>,
     /// Whether the user said it is done ([`HeldConn::finish`]).
     finished: bool,
+    /// Whether the connection was cleaned for this user: its last user
+    /// stopped in the middle of its work.
+    cleaned: bool,
     _permit: SemaphorePermit<'a>,
 }
 
 impl HeldConn<'_> {
+    /// Whether the connection's last user stopped in the middle of its
+    /// work (its transaction, if any, was rolled back since): what it may
+    /// have written was not announced.
+    pub(super) fn was_cleaned(&self) -> bool {
+        self.cleaned
+    }
+
     /// Gives the connection back after work that ended as the user
     /// wanted: no transaction open, no read half done.
     pub(super) fn finish(mut self) {

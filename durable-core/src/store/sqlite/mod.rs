@@ -345,6 +345,12 @@ impl Inner {
     /// so that the next write opens a new one.
     async fn writer_conn(&self) -> StoreResult<HeldConn<'_>> {
         let mut conn = self.writer.get().await.map_err(db)?;
+        if conn.was_cleaned() {
+            // A write stopped half-way (its runtime shut down) may have
+            // committed without telling anyone; whatever it did is done
+            // by now (the connection's thread runs one command at a time).
+            self.changes.notify_everything();
+        }
         if self.check_writer.load(Ordering::Acquire) {
             if let Err(e) = check_writable(&mut conn).await {
                 conn.discard();
