@@ -658,3 +658,53 @@ async fn a_result_of_another_call_of_the_task_is_not_taken() {
     assert!(!faulty.errors().is_empty(), "the first batch failed");
     worker.shutdown().await.unwrap();
 }
+
+// ------------------------------ a claim whose answer was lost
+
+/// Runs `n` activities at once.
+async fn fan_out(ctx: OrchestrationContext, n: u64) -> Result<Vec<u64>, OrchestrationError> {
+    let calls = (0..n).map(|i| ctx.call_activity::<u64>("work", &i));
+    durable_core::future::join_all(calls).await.into_iter().collect()
+}
+
+/// The work items the activity fetcher claimed are lost with the answer
+/// (the connection dropped after the database ran the claim). The worker
+/// does not know it holds them; it renews only the leases of what it
+/// runs, so they expire and are fetched again, and the run completes.
+async fn work_claimed_by_a_lost_answer_runs_again(store: Arc<dyn Store>) {
+    let faulty = Arc::new(FaultyStore::new(store.clone()));
+    faulty.lose_activity_fetch_answers(1);
+    let registry = registry(Duration::ZERO, None).orchestration("fan_out", fan_out);
+    // One activity at a time: a turn claims at most two, the others wait
+    // in the store for the fetcher.
+    let options = WorkerOptions::new()
+        .activity_concurrency(1)
+        .lease(Duration::from_millis(300));
+    let worker = Worker::start_with(faulty.clone(), registry, options).unwrap();
+    let client = Client::new(store);
+    let id = client.start("fan_out", &6u64).await.unwrap();
+    let meta = client
+        .wait_for_completion(&id, Duration::from_secs(10))
+        .await
+        .expect("the run completes once the lost claims expire");
+    assert_eq!(meta.output_as::<Vec<u64>>().unwrap(), [0, 3, 6, 9, 12, 15]);
+    assert!(
+        faulty.errors().iter().any(|e| e.contains("claimed work items")),
+        "an answer was lost: {:?}",
+        faulty.errors()
+    );
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_work_claimed_by_a_lost_answer_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    work_claimed_by_a_lost_answer_runs_again(open_sqlite(&dir.path().join("claims.db")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_work_claimed_by_a_lost_answer_runs_again() {
+    let Some(pg) = Postgres::new("claims") else { return };
+    work_claimed_by_a_lost_answer_runs_again(pg.open(None).await).await;
+    pg.cleanup().await;
+}

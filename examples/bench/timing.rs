@@ -159,8 +159,13 @@ impl Store for TimingStore {
         self.inner.fetch_activities(owner, lease, max)
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>> {
-        self.inner.renew_leases(owner, lease)
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        activities: &'a [durable_core::store::ActivityKey],
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.renew_leases(owner, lease, activities)
     }
 
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use durable_core::store::{
-    ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, NewInstance, NewMessage,
-    OrchestrationWorkItem, PurgeOutcome, Store, StoreResult, StreamRead, TurnOutcome,
+    ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, NewInstance,
+    NewMessage, OrchestrationWorkItem, PurgeOutcome, Store, StoreResult, StreamRead, TurnOutcome,
 };
 use durable_core::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 use futures::future::BoxFuture;
@@ -307,11 +307,16 @@ impl Store for FaultyStore {
         .boxed()
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>> {
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        activities: &'a [ActivityKey],
+    ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             self.read_fault()?;
             let started = Utc::now().timestamp_millis();
-            self.inner.renew_leases(owner, lease).await?;
+            self.inner.renew_leases(owner, lease, activities).await?;
             self.leases.renewed(owner, started + lease_ms(lease));
             Ok(())
         }

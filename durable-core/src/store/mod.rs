@@ -495,8 +495,16 @@ pub trait Store: Send + Sync + Debug + 'static {
         max: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<ActivityWorkItem>>>;
 
-    /// Extends every lease `owner` holds.
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>>;
+    /// Extends the leases `owner` holds on instances, and on the activity
+    /// work items of `activities` (those it runs). An activity work item
+    /// it holds and does not run (claimed by a fetch whose answer was lost)
+    /// is let expire, so that it runs again.
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        activities: &'a [ActivityKey],
+    ) -> BoxFuture<'a, StoreResult<()>>;
 
     /// Releases every lease `owner` holds (graceful shutdown).
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>>;

@@ -1,8 +1,9 @@
 //! Running activities: the activity runner, and the fetcher that claims
 //! activities waiting in the store.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -11,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{next_look, Backoff, WorkerOptions};
 use crate::replay::panic_message;
-use crate::store::{ActivityCompletion, ActivityWorkItem, Store};
+use crate::store::{ActivityCompletion, ActivityKey, ActivityWorkItem, Store};
 use crate::{ActivityContext, FailureDetails, HistoryEvent, Registry};
 
 /// One run of an activity by this worker, told apart from other runs of
@@ -31,7 +32,39 @@ pub(super) struct ActivityRunner {
     in_flight: Arc<AtomicUsize>,
     /// The last run id given out.
     runs: Arc<AtomicU64>,
+    /// The work items of the activities started and not finished, with how
+    /// many runs of each: the leases the worker renews.
+    running: Arc<Mutex<HashMap<ActivityKey, usize>>>,
     completions: mpsc::UnboundedSender<Finished>,
+}
+
+/// Counts a run among the running until it is dropped.
+struct Running {
+    running: Arc<Mutex<HashMap<ActivityKey, usize>>>,
+    key: ActivityKey,
+}
+
+impl Running {
+    fn new(running: Arc<Mutex<HashMap<ActivityKey, usize>>>, key: ActivityKey) -> Self {
+        *running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default() += 1;
+        Self { running, key }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl ActivityRunner {
@@ -45,6 +78,7 @@ impl ActivityRunner {
             slots: Arc::new(Semaphore::new(concurrency)),
             in_flight: Arc::new(AtomicUsize::new(0)),
             runs: Arc::new(AtomicU64::new(0)),
+            running: Arc::default(),
             completions,
         }
     }
@@ -52,6 +86,15 @@ impl ActivityRunner {
     /// Activities started by this worker and not yet finished.
     pub(super) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The work items of the activities started and not finished: the
+    /// worker renews its leases on those alone, so that a work item it
+    /// claimed and does not run (the answer to the claim was lost) runs
+    /// again once its lease expires.
+    pub(super) fn running(&self) -> Vec<ActivityKey> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.keys().cloned().collect()
     }
 
     /// Called by the dispatcher when it receives a result.
@@ -65,7 +108,9 @@ impl ActivityRunner {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let run = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
         let this = self.clone();
+        let running = Running::new(self.running.clone(), item.key.clone());
         tokio::spawn(async move {
+            let _running = running;
             let Ok(_permit) = this.slots.clone().acquire_owned().await else {
                 return;
             };

@@ -1141,6 +1141,10 @@ impl Dispatcher {
             let by_refused = |c: &ActivityCompletion| refused.as_ref().is_some_and(|r| r.contains(&c.key));
             let taken = written_work(later.taken, &later.commit);
             self.foreign.extend(taken.into_iter().filter(|c| !by_refused(c)));
+            // Results that waited for the later turn: to the inbox, where
+            // they count only for a work item of their call written before
+            // (a run the fetcher found), not for the later turn's.
+            self.foreign.extend(later.results);
             unscheduled.extend(later.commit.activities.iter().map(|a| a.key.clone()));
         }
         for key in unscheduled {

@@ -16,7 +16,10 @@
 //!   or one per step for activities that outlast the linger;
 //! * the **activity fetcher** claims activities left in the store (by a
 //!   worker that died, or scheduled while this one was busy);
-//! * the **lease keeper** extends the leases the worker holds.
+//! * the **lease keeper** extends the leases the worker holds: on the
+//!   instances it runs, and on the work items of the activities it runs
+//!   (a work item it claimed without knowing, its claim's answer lost, is
+//!   let expire and runs again).
 //!
 //! Nothing polls on the hot path: the store signals the dispatcher and the
 //! fetcher of its own process after each commit. Timers and writers in
@@ -208,11 +211,17 @@ impl Worker {
             store.clone(),
             id.clone(),
             options.clone(),
-            activities,
+            activities.clone(),
             shutdown_rx,
         ));
         let (keeper_stop, keeper_rx) = watch::channel(false);
-        let lease_keeper = tokio::spawn(keep_leases(store.clone(), id.clone(), options.lease, keeper_rx));
+        let lease_keeper = tokio::spawn(keep_leases(
+            store.clone(),
+            id.clone(),
+            options.lease,
+            activities,
+            keeper_rx,
+        ));
         tracing::debug!(worker = %id, "worker started");
         Ok(Self {
             id,
@@ -323,10 +332,13 @@ async fn next_look(store: &dyn Store, after: DateTime<Utc>, poll: Option<Duratio
     Instant::now() + wait
 }
 
+/// Extends the worker's leases every third of their length: on the
+/// instances it holds, and on the work items of the activities it runs.
 async fn keep_leases(
     store: Arc<dyn Store>,
     owner: String,
     lease: Duration,
+    activities: ActivityRunner,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let period = lease / 3;
@@ -338,7 +350,7 @@ async fn keep_leases(
         if *shutdown.borrow() {
             break;
         }
-        if let Err(e) = store.renew_leases(&owner, lease).await {
+        if let Err(e) = store.renew_leases(&owner, lease, &activities.running()).await {
             tracing::warn!(worker = %owner, error = %e, "could not renew leases");
         }
     }

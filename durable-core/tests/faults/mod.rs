@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use durable_core::store::{
-    ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, NewInstance, NewMessage,
-    OrchestrationWorkItem, PurgeOutcome, Store, StoreResult, StreamRead, TurnOutcome,
+    ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome, NewInstance,
+    NewMessage, OrchestrationWorkItem, PurgeOutcome, Store, StoreResult, StreamRead, TurnOutcome,
 };
 use durable_core::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 use futures::future::BoxFuture;
@@ -51,6 +51,9 @@ pub struct FaultyStore {
     /// How many commits (of turns) are still to fail before anything is
     /// written.
     fail_next: AtomicUsize,
+    /// How many activity fetches are still to claim their work items and
+    /// then fail, as if the answer were lost.
+    lose_fetches: AtomicUsize,
     /// How long each commit waits before it is written.
     commit_delay: Mutex<Duration>,
     /// How many fetches there were, and how many work items they returned.
@@ -75,6 +78,7 @@ impl FaultyStore {
             lost: AtomicUsize::new(0),
             fail_takers: AtomicUsize::new(0),
             fail_next: AtomicUsize::new(0),
+            lose_fetches: AtomicUsize::new(0),
             commit_delay: Mutex::new(Duration::ZERO),
             fetches: AtomicUsize::new(0),
             fetched: AtomicUsize::new(0),
@@ -134,6 +138,12 @@ impl FaultyStore {
     /// anything is written.
     pub fn fail_next_commits(&self, n: usize) {
         self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` activity fetches that claim work items fail after
+    /// claiming them, as if the connection dropped with the answer.
+    pub fn lose_activity_fetch_answers(&self, n: usize) {
+        self.lose_fetches.store(n, Ordering::SeqCst);
     }
 
     /// How many commit acknowledgements were lost.
@@ -314,11 +324,32 @@ impl Store for FaultyStore {
         lease: Duration,
         max: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<ActivityWorkItem>>> {
-        async move { self.record(self.inner.fetch_activities(owner, lease, max).await) }.boxed()
+        async move {
+            let items = self.record(self.inner.fetch_activities(owner, lease, max).await)?;
+            let lose = !items.is_empty()
+                && self
+                    .lose_fetches
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if lose {
+                let e = StoreError::database(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset while reading the claimed work items",
+                ));
+                return self.record(Err(e));
+            }
+            Ok(items)
+        }
+        .boxed()
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>> {
-        async move { self.record(self.inner.renew_leases(owner, lease).await) }.boxed()
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        activities: &'a [ActivityKey],
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        async move { self.record(self.inner.renew_leases(owner, lease, activities).await) }.boxed()
     }
 
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {

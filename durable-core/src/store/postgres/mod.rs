@@ -622,20 +622,37 @@ impl Store for PostgresStore {
         self.inner.fetch_activities_inner(owner, lease, max).boxed()
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>> {
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        activities: &'a [ActivityKey],
+    ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let until = lease_end(lease);
+            let ids: Vec<&str> = activities.iter().map(|k| k.instance_id.as_str()).collect();
+            let executions: Vec<&str> = activities.iter().map(|k| k.execution_id.as_str()).collect();
+            let tasks: Vec<i64> = activities.iter().map(|k| i64_of(k.task_id)).collect();
             let mut tx = self.inner.begin().await?;
-            for table in ["instances", "activities"] {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET lock_expires = $1 WHERE lock_owner = $2"
-                ))
+            sqlx::query("UPDATE instances SET lock_expires = $1 WHERE lock_owner = $2")
                 .bind(until)
                 .bind(owner)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-            }
+            sqlx::query(
+                "UPDATE activities a SET lock_expires = $1 FROM UNNEST($3::text[], $4::text[], $5::int8[]) \
+                 AS k(instance_id, execution_id, task_id) WHERE a.instance_id = k.instance_id \
+                 AND a.execution_id = k.execution_id AND a.task_id = k.task_id AND a.lock_owner = $2",
+            )
+            .bind(until)
+            .bind(owner)
+            .bind(&ids)
+            .bind(&executions)
+            .bind(&tasks)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             tx.commit().await.map_err(db)?;
             Ok(())
         }

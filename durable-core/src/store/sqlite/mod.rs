@@ -397,6 +397,20 @@ impl Inner {
     }
 }
 
+/// Work item keys as a JSON array of `[instance, execution, task]` rows,
+/// for `json_each`.
+struct JsonKeys(String);
+
+impl JsonKeys {
+    fn of(keys: &[ActivityKey]) -> StoreResult<Self> {
+        let rows: Vec<(&str, &str, i64)> = keys
+            .iter()
+            .map(|k| (k.instance_id.as_str(), k.execution_id.as_str(), i64_of(k.task_id)))
+            .collect();
+        Ok(Self(to_json(&rows)?))
+    }
+}
+
 /// The insert of `message` into its instance's inbox, if the instance
 /// exists and is not terminal.
 fn insert_message(
@@ -832,31 +846,51 @@ impl Inner {
             .collect()
     }
 
-    /// Sets the lease end of every lease `owner` holds (`None`: releases
-    /// them).
-    async fn update_leases(&self, owner: &str, until: Option<i64>) -> StoreResult<()> {
+    /// Extends `owner`'s leases on instances and on the work items of
+    /// `activities` until `until`.
+    async fn renew_leases(&self, owner: &str, until: i64, activities: &[ActivityKey]) -> StoreResult<()> {
+        let keys = JsonKeys::of(activities)?;
+        let mut conn = self.writer_conn().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        sqlx::query("UPDATE instances SET lock_expires = ? WHERE lock_owner = ?")
+            .bind(until)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "UPDATE activities SET lock_expires = ? WHERE rowid IN (SELECT a.rowid FROM json_each(?) AS k \
+             JOIN activities AS a ON a.instance_id = k.value->>0 AND a.execution_id = k.value->>1 \
+             AND a.task_id = k.value->>2) AND lock_owner = ?",
+        )
+        .bind(until)
+        .bind(keys.0)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        conn.finish();
+        Ok(())
+    }
+
+    /// Gives up every lease `owner` holds.
+    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
         let mut conn = self.writer_conn().await?;
         let mut tx = self.begin(&mut conn).await?;
         for table in ["instances", "activities"] {
-            let sql = match until {
-                Some(_) => format!("UPDATE {table} SET lock_expires = ? WHERE lock_owner = ?"),
-                None => {
-                    format!("UPDATE {table} SET lock_owner = NULL, lock_expires = ? WHERE lock_owner = ?")
-                }
-            };
-            sqlx::query(&sql)
-                .bind(until.unwrap_or(0))
-                .bind(owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            sqlx::query(&format!(
+                "UPDATE {table} SET lock_owner = NULL, lock_expires = 0 WHERE lock_owner = ?"
+            ))
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         conn.finish();
-        if until.is_none() {
-            self.changes.notify_orchestration_work();
-            self.changes.notify_activity_work();
-        }
+        self.changes.notify_orchestration_work();
+        self.changes.notify_activity_work();
         Ok(())
     }
 
@@ -1019,12 +1053,17 @@ impl Store for SqliteStore {
         self.inner.fetch_activities(owner, lease, max).boxed()
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease: Duration) -> BoxFuture<'a, StoreResult<()>> {
-        async move { self.inner.update_leases(owner, Some(lease_end(lease))).await }.boxed()
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        activities: &'a [ActivityKey],
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        async move { self.inner.renew_leases(owner, lease_end(lease), activities).await }.boxed()
     }
 
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        self.inner.update_leases(owner, None).boxed()
+        self.inner.release_leases(owner).boxed()
     }
 
     fn next_wakeup(&self, after: DateTime<Utc>) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
