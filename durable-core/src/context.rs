@@ -86,6 +86,8 @@ pub(crate) enum Action {
         id: u64,
         name: String,
         input: Payload,
+        /// The call's fingerprint ([`call_fingerprint`](crate::store::call_fingerprint)).
+        fingerprint: u64,
     },
     Timer {
         id: u64,
@@ -102,7 +104,7 @@ pub(crate) enum Action {
 impl Action {
     pub(crate) fn to_history(&self) -> HistoryEvent {
         match self.clone() {
-            Self::Activity { id, name, input } => HistoryEvent::ActivityScheduled { id, name, input },
+            Self::Activity { id, name, input, .. } => HistoryEvent::ActivityScheduled { id, name, input },
             Self::Timer { id, fire_at } => HistoryEvent::TimerCreated { id, fire_at },
             Self::SubOrchestration {
                 id,
@@ -206,9 +208,8 @@ impl State {
         self.next_task_id += 1;
         action.set_id(id);
         self.open_tasks.insert(id);
-        if let Action::Activity { name, input, .. } = &action {
-            self.activity_calls
-                .insert(id, crate::store::call_fingerprint(name, input));
+        if let Action::Activity { fingerprint, .. } = &action {
+            self.activity_calls.insert(id, *fingerprint);
         }
         match self.expected.remove(&id) {
             Some(recorded) if action.matches(&recorded) => {}
@@ -410,10 +411,12 @@ impl OrchestrationContext {
     }
 
     fn call_activity_value<T: DeserializeOwned>(&self, name: String, input: Payload) -> DurableFuture<T> {
+        let fingerprint = crate::store::call_fingerprint(&name, &input);
         let id = self.lock().schedule(Action::Activity {
             id: 0,
             name: name.clone(),
             input,
+            fingerprint,
         });
         DurableFuture::task(self.clone(), id, TaskKind::Activity(name))
     }

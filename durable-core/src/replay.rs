@@ -17,8 +17,8 @@ use futures::future::BoxFuture;
 
 use crate::context::{Action, ContinueAsNewOptions, Limits};
 use crate::store::{
-    call_fingerprint, ActivityCompletion, ActivityKey, InboxMessage, InstanceState, InstanceUpdate,
-    MessageSource, NewActivity, NewInstance, NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
+    ActivityCompletion, ActivityKey, InboxMessage, InstanceState, InstanceUpdate, MessageSource, NewActivity,
+    NewInstance, NewMessage, NewStreamEvent, OrchestrationWorkItem, TurnCommit,
 };
 use crate::{
     FailureDetails, HistoryEvent, InstanceId, OrchestrationContext, ParentInstance, Payload, Registry,
@@ -476,12 +476,17 @@ pub(crate) fn run_turn(mut runner: Runner, item: OrchestrationWorkItem, now: Dat
     let terminal = runner.outcome.is_some();
     for action in actions {
         match action {
-            Action::Activity { id, name, input } if !terminal => commit.activities.push(NewActivity {
+            Action::Activity {
+                id,
+                name,
+                input,
+                fingerprint,
+            } if !terminal => commit.activities.push(NewActivity {
                 key: ActivityKey {
                     instance_id: instance_id.clone(),
                     execution_id: execution_id.clone(),
                     task_id: id,
-                    fingerprint: call_fingerprint(&name, &input),
+                    fingerprint,
                 },
                 name,
                 input,
@@ -697,6 +702,7 @@ pub(crate) fn merge_turns(earlier: &mut TurnCommit, later: TurnCommit) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::call_fingerprint;
 
     fn key(task_id: u64) -> ActivityKey {
         ActivityKey {

@@ -158,8 +158,10 @@ async fn main() -> ExitCode {
         let mut runs = Vec::with_capacity(config.repeat);
         for run in 1..=config.repeat {
             eprintln!("running {name} ({run}/{}) ...", config.repeat);
+            let dirty = support::settle_disk();
             match scenarios::run(name, &config).await {
-                Ok(figures) => {
+                Ok(mut figures) => {
+                    figures.insert("synced_dirty_kib".into(), serde_json::json!(dirty));
                     println!("{}", support::line(name, &config, figures.clone()));
                     let violated = figures
                         .get("violations")

@@ -340,42 +340,17 @@ impl NextTurn {
 
 /// Runs `turns` (of different instances) as tasks of their own when there
 /// are several, so that the runtime's threads share them. Returns each
-/// instance with its turn's `new`, the results handed over in memory it
-/// was given, and its result; `None` if the turn panicked, which the
-/// orchestration code cannot cause (its panics fail the instance), only a
-/// bug of the runtime.
-async fn run_in_parallel(
-    turns: Vec<NextTurn>,
-) -> Vec<(
-    InstanceId,
-    Option<String>,
-    Vec<ActivityCompletion>,
-    Option<TurnResult>,
-)> {
-    let given = |t: &NextTurn| -> Vec<ActivityCompletion> {
-        t.item
-            .messages
-            .iter()
-            .filter_map(|m| match &m.source {
-                MessageSource::Activity(key) => Some(ActivityCompletion {
-                    key: key.clone(),
-                    event: m.event.clone(),
-                }),
-                MessageSource::Inbox(_) => None,
-            })
-            .collect()
-    };
+/// instance with its turn's `new` and result; `None` if the turn panicked,
+/// which the orchestration code cannot cause (its panics fail the
+/// instance), only a bug of the runtime. (The results handed over in
+/// memory that such a turn was given are lost with it; their work items,
+/// no longer run, are not renewed, and run again once their leases
+/// expire.)
+async fn run_in_parallel(turns: Vec<NextTurn>) -> Vec<(InstanceId, Option<String>, Option<TurnResult>)> {
     if turns.len() < 2 {
         return turns
             .into_iter()
-            .map(|t| {
-                (
-                    t.item.instance_id.clone(),
-                    t.new.clone(),
-                    Vec::new(),
-                    Some(t.run()),
-                )
-            })
+            .map(|t| (t.item.instance_id.clone(), t.new.clone(), Some(t.run())))
             .collect();
     }
     let running: Vec<_> = turns
@@ -383,12 +358,11 @@ async fn run_in_parallel(
         .map(|t| {
             let id = t.item.instance_id.clone();
             let new = t.new.clone();
-            let results = given(&t);
-            (id, new, results, tokio::spawn(async move { t.run() }))
+            (id, new, tokio::spawn(async move { t.run() }))
         })
         .collect();
     let mut done = Vec::with_capacity(running.len());
-    for (id, new, results, task) in running {
+    for (id, new, task) in running {
         let result = match task.await {
             Ok(result) => Some(result),
             Err(e) => {
@@ -396,7 +370,7 @@ async fn run_in_parallel(
                 None
             }
         };
-        done.push((id, new, results, result));
+        done.push((id, new, result));
     }
     done
 }
@@ -903,12 +877,11 @@ impl Dispatcher {
             let name = state.name.clone();
             turns.push(NextTurn::new(runner, id, state, messages, Some(name)));
         }
-        for (id, new, results, result) in run_in_parallel(turns).await {
+        for (id, new, result) in run_in_parallel(turns).await {
             let Some(mut result) = result else {
                 // The turn's code could not be run to its end (a bug of the
-                // runtime, logged): the instance is redone from the store,
-                // and the results it was to take go to the inbox.
-                self.give_up(id, results, None, open);
+                // runtime, logged): the instance is redone from the store.
+                self.give_up(id, Vec::new(), None, open);
                 continue;
             };
             self.foreign.append(&mut result.deferred);

@@ -117,6 +117,18 @@ impl<'a> Writing<'a> {
         }
     }
 
+    /// Whether creations wait; if none does, the task stops (the next
+    /// creation starts another) and this says so.
+    pub(super) fn any_waiting(&mut self) -> bool {
+        let mut queue = self.creations.lock();
+        if queue.waiting.is_empty() {
+            queue.writing = false;
+            self.stopped = true;
+            return false;
+        }
+        true
+    }
+
     /// Every creation waiting, oldest first. None: the queue is empty,
     /// and the task stops (the next creation starts another).
     pub(super) fn take(&mut self) -> Vec<Waiting> {

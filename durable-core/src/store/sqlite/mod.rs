@@ -458,7 +458,7 @@ impl Inner {
     /// the others written with it.
     async fn write_creations(self: Arc<Self>) {
         let mut guard = creations::Writing::new(&self.creations);
-        loop {
+        while guard.any_waiting() {
             // Creations queue up while the writer is busy.
             let arrived = guard.arrivals();
             let conn = self.writer_conn().await;
