@@ -42,6 +42,10 @@ pub struct FaultyStore {
     /// The injected faults so far.
     pub counts: FaultCounts,
     leases: Arc<Leases>,
+    /// Instances whose turns a failed commit held: their turns are redone
+    /// from the store, and an event raised to them now may make the redo
+    /// take another branch than the first run.
+    redone: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for FaultyStore {
@@ -165,7 +169,21 @@ impl FaultyStore {
             rng: Mutex::new(Rng::new(seed)),
             counts: FaultCounts::default(),
             leases,
+            redone: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Takes the instances whose turns a failed commit held since the
+    /// last call.
+    pub fn take_redone(&self) -> Vec<String> {
+        std::mem::take(&mut *self.redone.lock().unwrap())
+    }
+
+    fn note_redone(&self, batch: &CommitBatch) {
+        let mut redone = self.redone.lock().unwrap();
+        redone.extend(batch.turns.iter().map(|t| t.instance_id.to_string()));
+        let excess = redone.len().saturating_sub(64);
+        redone.drain(..excess);
     }
 
     /// Turns the faults on or off.
@@ -201,6 +219,7 @@ impl FaultyStore {
         match self.roll(self.commit_faults, 4) {
             Some(0) => {
                 self.counts.failed_before.fetch_add(1, Ordering::Relaxed);
+                self.note_redone(batch);
                 return Err(injected("the connection dropped before the commit"));
             }
             Some(1) => {
@@ -208,6 +227,7 @@ impl FaultyStore {
                 let pause = self.rng.lock().unwrap().below(10);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 self.counts.failed_before.fetch_add(1, Ordering::Relaxed);
+                self.note_redone(batch);
                 return Err(injected("the database is busy"));
             }
             Some(2) => {

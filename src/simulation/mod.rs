@@ -440,7 +440,19 @@ impl Sim {
             let slot = self.rng.below(self.slots.len() as u64) as usize;
             match self.rng.below(100) {
                 0..=19 => self.start(slot).await,
-                20..=49 => self.raise(slot, false).await,
+                20..=34 => self.raise(slot, false).await,
+                // An event for an instance whose turns are being redone
+                // after a failed commit: the redo may take another branch.
+                35..=49 => {
+                    let redone: Vec<String> =
+                        self.worker_stores.iter().flat_map(|s| s.take_redone()).collect();
+                    let target = redone
+                        .iter()
+                        .rev()
+                        .find_map(|id| self.slots.iter().position(|s| s.id.as_str() == id))
+                        .unwrap_or(slot);
+                    self.raise(target, false).await;
+                }
                 50..=56 => self.raise(slot, true).await,
                 57..=61 => self.terminate(slot).await,
                 62..=67 => self.suspend_or_resume(slot, true).await,
