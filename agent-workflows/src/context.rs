@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::message::{type_tag, Envelope, Message};
-use crate::tagged::{field, present};
+use crate::payload_fields::{field, present};
 use crate::{ExecutorError, RequestTimedOut};
 
 /// A typed port through which executors ask a person (or another system)

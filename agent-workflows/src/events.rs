@@ -10,7 +10,7 @@
 use durable_core::{InstanceId, Payload, StreamEvent};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::tagged::{field, present};
+use crate::payload_fields::{field, present};
 use crate::WorkflowClientError;
 
 /// One event of a workflow run's stream.

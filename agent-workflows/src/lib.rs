@@ -91,8 +91,8 @@ mod hosting;
 #[cfg(feature = "http")]
 pub mod http;
 mod message;
+mod payload_fields;
 mod superstep;
-mod tagged;
 
 pub use client::{ClientResult, WorkflowClient, WorkflowResult};
 pub use context::{RequestPort, RequestResponse, WorkflowContext};

@@ -27,7 +27,7 @@ use crate::context::{Effect, NewRequest};
 use crate::events::{LiveStatus, PendingRequest, WorkflowEvent};
 use crate::graph::{Edge, Graph, NodeKind};
 use crate::message::{Envelope, RESPONSE_SOURCE, START_SOURCE};
-use crate::tagged::field;
+use crate::payload_fields::field;
 use crate::{RequestTimedOut, WorkflowError};
 
 /// The input of one executor activity: one executor's messages of one

@@ -9,8 +9,8 @@
 //! The store is used behind `Arc<dyn Store>`; [`SqliteStore`] is the embedded
 //! backend.
 
+mod change_feed;
 pub(crate) mod codec;
-mod notify;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-pub use notify::{ChangeFeed, InstanceFeed, OfferTaker, Position, Recently};
+pub use change_feed::{ChangeFeed, InstanceFeed, OfferTaker, Position, RecentEvents};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};

@@ -27,13 +27,13 @@ use super::{
 };
 use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 
-mod creations;
-mod fast;
-mod held;
+mod grouped_creations;
+mod kept_connections;
+mod one_trip_commit;
 mod write;
 
-use creations::{Creations, Waiting};
-use held::{Held, HeldConn};
+use grouped_creations::{GroupedCreations, Waiting};
+use kept_connections::{KeptConnection, KeptConnections};
 
 use super::codec::{
     activity_input, db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end,
@@ -149,14 +149,14 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     /// The one connection that writes.
-    writer: Arc<Held>,
+    writer: Arc<KeptConnections>,
     /// Whether the writer connection may be new or unable to write, and
     /// is to be checked before the next write (see `check_writer`).
     check_writer: AtomicBool,
     /// The connections that read (for a database in memory, the writer).
-    reader: Arc<Held>,
+    reader: Arc<KeptConnections>,
     /// Instance creations waiting to be written together.
-    creations: Creations,
+    creations: GroupedCreations,
     changes: ChangeFeed,
     poll_interval: Option<Duration>,
 }
@@ -245,7 +245,7 @@ impl SqliteStore {
                 check_writer: AtomicBool::new(matches!(options.target, Target::File(_))),
                 writer,
                 reader,
-                creations: Creations::default(),
+                creations: GroupedCreations::default(),
                 changes: ChangeFeed::new(),
                 poll_interval: options.poll_interval,
             }),
@@ -253,7 +253,9 @@ impl SqliteStore {
     }
 
     /// The writer and reader pools, with the migrations run.
-    async fn open_pools(options: &SqliteStoreOptions) -> StoreResult<(Arc<Held>, Arc<Held>)> {
+    async fn open_pools(
+        options: &SqliteStoreOptions,
+    ) -> StoreResult<(Arc<KeptConnections>, Arc<KeptConnections>)> {
         let synchronous = match options.synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
             Synchronous::Normal => SqliteSynchronous::Normal,
@@ -273,7 +275,7 @@ impl SqliteStore {
                     .connect_with(connect)
                     .await
                     .map_err(db)?;
-                let held = Arc::new(Held::new(pool, 1));
+                let held = Arc::new(KeptConnections::new(pool, 1));
                 (held.clone(), held)
             }
             Target::File(path) => {
@@ -314,8 +316,8 @@ impl SqliteStore {
                     .map_err(db)?;
                 let readers = options.read_connections as usize;
                 (
-                    Arc::new(Held::new(writer, 1)),
-                    Arc::new(Held::new(reader, readers)),
+                    Arc::new(KeptConnections::new(writer, 1)),
+                    Arc::new(KeptConnections::new(reader, readers)),
                 )
             }
         };
@@ -343,7 +345,7 @@ impl Inner {
     /// read-only, and such a connection would fail every write for as long
     /// as it lives, even once the file is writable again. It is refused,
     /// so that the next write opens a new one.
-    async fn writer_conn(&self) -> StoreResult<HeldConn<'_>> {
+    async fn writer_conn(&self) -> StoreResult<KeptConnection<'_>> {
         let mut conn = self.writer.get().await.map_err(db)?;
         if conn.was_cleaned() {
             // A write stopped half-way (its runtime shut down) may have
@@ -362,7 +364,7 @@ impl Inner {
     }
 
     /// A connection for reading.
-    async fn reader_conn(&self) -> StoreResult<HeldConn<'_>> {
+    async fn reader_conn(&self) -> StoreResult<KeptConnection<'_>> {
         self.reader.get().await.map_err(db)
     }
 
@@ -378,7 +380,7 @@ impl Inner {
     }
 
     /// Begins a write transaction on the writer connection.
-    async fn begin<'c>(&self, conn: &'c mut HeldConn<'_>) -> StoreResult<Transaction<'c, Sqlite>> {
+    async fn begin<'c>(&self, conn: &'c mut KeptConnection<'_>) -> StoreResult<Transaction<'c, Sqlite>> {
         let discard = conn.discard_switch();
         match SqliteConnection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await {
             Ok(tx) => Ok(tx),
@@ -457,9 +459,9 @@ impl Inner {
     /// for its answer; the creation is written all the same, and so are
     /// the others written with it.
     async fn write_creations(self: Arc<Self>) {
-        let mut guard = creations::Writing::new(&self.creations);
+        let mut guard = grouped_creations::CreationWriter::new(&self.creations);
         while guard.any_waiting() {
-            // Creations queue up while the writer is busy.
+            // GroupedCreations queue up while the writer is busy.
             let arrived = guard.arrivals();
             let conn = self.writer_conn().await;
             let mut waiting = guard.take();
@@ -486,7 +488,7 @@ impl Inner {
 
     /// Writes the creations in `waiting` and answers each: all in one
     /// transaction if their ids are new, else one by one.
-    async fn create_together(&self, mut conn: HeldConn<'_>, waiting: Vec<Waiting>) {
+    async fn create_together(&self, mut conn: KeptConnection<'_>, waiting: Vec<Waiting>) {
         if waiting.len() > 1 {
             let mut sql = write::Sql::transaction();
             let built = waiting
@@ -545,7 +547,7 @@ impl Inner {
     /// Creates one instance on the writer connection.
     async fn create_one(
         &self,
-        conn: &mut HeldConn<'_>,
+        conn: &mut KeptConnection<'_>,
         instance: &NewInstance,
     ) -> StoreResult<CreateOutcome> {
         // Most ids are new: one round trip. A taken id (maybe of a
@@ -654,9 +656,9 @@ impl Inner {
     ) -> StoreResult<Vec<TurnOutcome>> {
         let now = now_ms();
         let lease_until = lease_end(lease);
-        let fast = if fast::applies_to(batch) {
+        let fast = if one_trip_commit::applies_to(batch) {
             let mut conn = self.writer_conn().await?;
-            match fast::commit(&mut conn, owner, lease_until, now, batch).await {
+            match one_trip_commit::commit(&mut conn, owner, lease_until, now, batch).await {
                 Ok(wake) => {
                     conn.finish();
                     Some(wake)
@@ -983,7 +985,7 @@ impl Inner {
 /// stops waiting does not stop them half-way. The commit and the other
 /// writes of workers run in the caller's future; dropped, they leave the
 /// store as it was or as they wrote it, never half-written (see
-/// `held.rs`).
+/// `kept_connections.rs`).
 impl Store for SqliteStore {
     fn create_instance(&self, instance: NewInstance) -> BoxFuture<'_, StoreResult<CreateOutcome>> {
         async move {

@@ -88,7 +88,7 @@ pub enum Position {
 
 /// What [`InstanceFeed::after`] found in memory.
 #[derive(Debug, Default)]
-pub struct Recently {
+pub struct RecentEvents {
     /// Events after the watcher's position, in order.
     pub events: Vec<StreamEvent>,
     /// Whether the stream is known to be over after the watcher's last
@@ -114,17 +114,17 @@ impl InstanceFeed {
 
     /// Up to `limit` events after `position`, from memory, or none if
     /// memory cannot prove that they follow it without a gap.
-    pub fn after(&self, position: &Position, limit: usize) -> Recently {
+    pub fn after(&self, position: &Position, limit: usize) -> RecentEvents {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let Some(first) = recent.events.front() else {
-            return Recently::default();
+            return RecentEvents::default();
         };
         let index_of = |seq: u64| {
             seq.checked_sub(first.event.seq)
                 .and_then(|i| usize::try_from(i).ok())
         };
         let (start, finished) = match position {
-            Position::Unknown => return Recently::default(),
+            Position::Unknown => return RecentEvents::default(),
             Position::After(last) => {
                 let start = match index_of(last.seq) {
                     Some(index) => match recent.events.get(index) {
@@ -133,7 +133,7 @@ impl InstanceFeed {
                         {
                             index + 1
                         }
-                        _ => return Recently::default(),
+                        _ => return RecentEvents::default(),
                     },
                     // Memory begins with the event right after the
                     // watcher's last one (read from the database), in the
@@ -144,13 +144,13 @@ impl InstanceFeed {
                     {
                         0
                     }
-                    None => return Recently::default(),
+                    None => return RecentEvents::default(),
                 };
                 let finished = matches!(recent.status,
                     Some((status, len)) if status.is_terminal() && last.seq >= len);
                 if start == recent.events.len() {
                     let up_to_date = matches!(recent.status, Some((_, len)) if last.seq >= len);
-                    return Recently {
+                    return RecentEvents {
                         events: Vec::new(),
                         finished,
                         up_to_date,
@@ -164,19 +164,19 @@ impl InstanceFeed {
                 generation,
             } => {
                 let Some(index) = index_of(cursor + 1) else {
-                    return Recently::default();
+                    return RecentEvents::default();
                 };
                 match recent.events.get(index) {
                     Some(kept)
                         if kept.event.seq == cursor + 1
                             && kept.generation > *generation
                             && kept.event.execution_id == *execution_id => {}
-                    _ => return Recently::default(),
+                    _ => return RecentEvents::default(),
                 }
                 (index, false)
             }
         };
-        Recently {
+        RecentEvents {
             events: recent
                 .events
                 .iter()
@@ -500,7 +500,7 @@ mod tests {
             .collect()
     }
 
-    fn seqs(found: &Recently) -> Vec<u64> {
+    fn seqs(found: &RecentEvents) -> Vec<u64> {
         found.events.iter().map(|e| e.seq).collect()
     }
 

@@ -33,7 +33,7 @@ impl Waiting {
 
 /// The creations waiting for the writer.
 #[derive(Debug, Default)]
-pub(super) struct Creations {
+pub(super) struct GroupedCreations {
     queue: Mutex<Queue>,
 }
 
@@ -54,10 +54,10 @@ impl std::fmt::Debug for Waiting {
     }
 }
 
-impl Creations {
+impl GroupedCreations {
     /// Queues `instance`; the receiver gets its outcome once written. True
     /// if no task writes the queue: the caller starts one, which takes the
-    /// queue over with [`Writing::new`].
+    /// queue over with [`CreationWriter::new`].
     pub(super) fn push(
         &self,
         instance: NewInstance,
@@ -82,14 +82,14 @@ impl Creations {
 }
 
 /// The task that writes the queue, while it runs.
-pub(super) struct Writing<'a> {
-    creations: &'a Creations,
+pub(super) struct CreationWriter<'a> {
+    creations: &'a GroupedCreations,
     /// Whether it found the queue empty and stopped.
     stopped: bool,
 }
 
-impl<'a> Writing<'a> {
-    pub(super) fn new(creations: &'a Creations) -> Self {
+impl<'a> CreationWriter<'a> {
+    pub(super) fn new(creations: &'a GroupedCreations) -> Self {
         Self {
             creations,
             stopped: false,
@@ -142,7 +142,7 @@ impl<'a> Writing<'a> {
     }
 }
 
-impl Drop for Writing<'_> {
+impl Drop for CreationWriter<'_> {
     fn drop(&mut self) {
         if !self.stopped {
             // The task was stopped (its runtime shut down): the next

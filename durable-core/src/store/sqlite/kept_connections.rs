@@ -14,7 +14,7 @@
 //! as soon as nobody reads its results, so a `BEGIN IMMEDIATE ... COMMIT`
 //! query may stop before its `COMMIT` (a statement stopped between rows
 //! is reset by sqlx, which ends its snapshot). Every user therefore says
-//! when it is done with [`HeldConn::finish`]; a connection given back
+//! when it is done with [`KeptConnection::finish`]; a connection given back
 //! without that is rolled back before its next user gets it, so that
 //! nobody else's statements run inside the transaction it left, and the
 //! write lock it holds is let go.
@@ -38,7 +38,7 @@ struct Idle {
 
 /// Up to `size` connections of `pool`, kept out of it.
 #[derive(Debug)]
-pub(super) struct Held {
+pub(super) struct KeptConnections {
     pool: SqlitePool,
     idle: Mutex<Vec<Idle>>,
     /// One permit per connection: a user holding one finds an idle
@@ -46,7 +46,7 @@ pub(super) struct Held {
     permits: Semaphore,
 }
 
-impl Held {
+impl KeptConnections {
     /// Keeps up to `size` connections of `pool`, which must allow at least
     /// that many.
     pub(super) fn new(pool: SqlitePool, size: usize) -> Self {
@@ -58,8 +58,8 @@ impl Held {
     }
 
     /// A connection for one user, waiting while all are in use. The user
-    /// calls [`HeldConn::finish`] once done with it.
-    pub(super) async fn get(&self) -> Result<HeldConn<'_>, sqlx::Error> {
+    /// calls [`KeptConnection::finish`] once done with it.
+    pub(super) async fn get(&self) -> Result<KeptConnection<'_>, sqlx::Error> {
         let permit = self
             .permits
             .acquire()
@@ -70,7 +70,7 @@ impl Held {
             Some(Idle { conn, clean }) => (conn, clean),
             None => (self.pool.acquire().await?, true),
         };
-        let mut conn = HeldConn {
+        let mut conn = KeptConnection {
             held: self,
             conn: Some(conn),
             discard: Arc::default(),
@@ -97,12 +97,12 @@ impl Held {
 
 /// A connection in use; it goes back to the idle ones when dropped.
 #[derive(Debug)]
-pub(super) struct HeldConn<'a> {
-    held: &'a Held,
+pub(super) struct KeptConnection<'a> {
+    held: &'a KeptConnections,
     conn: Option<PoolConnection<Sqlite>>,
     /// Set to close the connection instead of keeping it.
     discard: Arc<AtomicBool>,
-    /// Whether the user said it is done ([`HeldConn::finish`]).
+    /// Whether the user said it is done ([`KeptConnection::finish`]).
     finished: bool,
     /// Whether the connection was cleaned for this user: its last user
     /// stopped in the middle of its work.
@@ -110,7 +110,7 @@ pub(super) struct HeldConn<'a> {
     _permit: SemaphorePermit<'a>,
 }
 
-impl HeldConn<'_> {
+impl KeptConnection<'_> {
     /// Whether the connection's last user stopped in the middle of its
     /// work (its transaction, if any, was rolled back since): what it may
     /// have written was not announced.
@@ -139,14 +139,14 @@ impl HeldConn<'_> {
         self.discard.store(true, Ordering::Relaxed);
     }
 
-    /// A switch that does what [`HeldConn::discard`] does, usable while
+    /// A switch that does what [`KeptConnection::discard`] does, usable while
     /// the connection is borrowed.
     pub(super) fn discard_switch(&self) -> Arc<AtomicBool> {
         self.discard.clone()
     }
 }
 
-impl Deref for HeldConn<'_> {
+impl Deref for KeptConnection<'_> {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
@@ -156,7 +156,7 @@ impl Deref for HeldConn<'_> {
     }
 }
 
-impl DerefMut for HeldConn<'_> {
+impl DerefMut for KeptConnection<'_> {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         self.conn
             .as_mut()
@@ -164,7 +164,7 @@ impl DerefMut for HeldConn<'_> {
     }
 }
 
-impl Drop for HeldConn<'_> {
+impl Drop for KeptConnection<'_> {
     fn drop(&mut self) {
         let Some(mut conn) = self.conn.take() else {
             return;
