@@ -160,7 +160,7 @@ impl Runner {
                 return true;
             }
             // Only an inbox message the store could not read arrives as
-            // this (see `store::codec::message_event`); the turn records
+            // this (see `store::sql::codec::message_event`); the turn records
             // the failure as the end of the execution.
             HistoryEvent::ExecutionFailed { failure } => {
                 self.future = None;

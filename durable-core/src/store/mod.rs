@@ -10,9 +10,9 @@
 //! backend.
 
 mod change_feed;
-pub(crate) mod codec;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub(crate) mod sql;
 mod sqlite;
 
 use std::fmt::Debug;

@@ -55,6 +55,16 @@ impl Change {
         }
     }
 
+    /// What a commit's `wake` says.
+    pub(super) fn of(wake: &crate::store::sql::plan::Wake<'_>) -> Self {
+        Self {
+            instances: wake.instances.iter().map(|id| (*id).clone()).collect(),
+            orchestration_work: wake.orchestrations,
+            activity_work: wake.activities,
+            later: wake.later,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.instances.is_empty() && !self.orchestration_work && !self.activity_work && !self.later
     }

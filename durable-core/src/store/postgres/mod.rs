@@ -13,10 +13,10 @@
 //! from one task, coalescing what committed meanwhile into one `pg_notify`,
 //! so that writers never queue behind the notification lock.
 
+mod fetch;
 mod listen;
 mod write;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,17 +25,18 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::Connection;
-use sqlx::{Postgres, Row};
+use sqlx::Postgres;
 
-use super::codec::{
-    activity_input, db, event_kind, from_json, from_ms, i64_of, impl_columns, instance_id_of, lease_end,
-    list_page, list_query, message_event, metadata_of, ms, now_ms, publish_turns, raised_name, refusal,
-    state_of, status_of, stored_fingerprint, stream_event_of, to_json, Columns,
+use super::sql::codec::{
+    db, event_kind, from_json, from_ms, i64_of, impl_columns, lease_end, list_page, list_query, metadata_of,
+    ms, now_ms, raised_name, refusal, stream_read_of, to_json,
 };
+use super::sql::plan::{batch_instance_ids, purge_outcome, BatchRows, Committer};
+use super::sql::queries;
 use super::{
     detached, ActivityKey, ActivityWorkItem, ChangeFeed, CommitBatch, CreateOutcome, EnqueueOutcome,
-    InboxMessage, MessageSource, NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store,
-    StoreResult, StreamRead, TurnOutcome,
+    NewInstance, NewMessage, OrchestrationWorkItem, PurgeOutcome, Store, StoreResult, StreamRead,
+    TurnOutcome,
 };
 use crate::{HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, StoreError};
 use listen::{Change, Notifier};
@@ -139,14 +140,15 @@ impl Inner {
     /// Creates `instance` in one transaction, unless a non-terminal
     /// instance has its id. Fails with a conflict if a concurrent
     /// transaction created the id meanwhile.
-    async fn create_once(&self, instance: &NewInstance) -> StoreResult<CreateOutcome> {
+    async fn create_once(&self, instance: &NewInstance) -> StoreResult<(CreateOutcome, Change)> {
+        let by = Committer::client();
         let mut tx = self.begin().await?;
-        let mut rows = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
-        let mut writes = write::Writes::default();
-        let outcome = writes.create_instance(instance, &mut rows)?;
-        writes.execute(&mut tx, now_ms()).await?;
+        let mut read = write::instance_rows(&mut tx, &[instance.instance_id.as_str()]).await?;
+        let mut rows = BatchRows::default();
+        let outcome = rows.create(instance, &mut read, by.now)?;
+        write::write_in_transaction(&mut tx, &rows, by).await?;
         tx.commit().await.map_err(db)?;
-        Ok(outcome)
+        Ok((outcome, Change::of(&rows.wake)))
     }
 
     /// Tells this process's waiters and the other processes what changed.
@@ -190,151 +192,39 @@ impl Inner {
         EnqueueOutcome::Enqueued
     }
 
-    async fn fetch_orchestrations_inner(
-        &self,
-        owner: &str,
-        lease: Duration,
-        max: usize,
-    ) -> StoreResult<Vec<OrchestrationWorkItem>> {
-        let now = now_ms();
-        let claimed = sqlx::query(
-            "WITH ready AS (SELECT i.instance_id FROM instances i \
-             WHERE i.instance_id IN (SELECT m.instance_id FROM messages m WHERE m.visible_at <= $1) \
-             AND (i.lock_owner = $2 OR i.lock_expires <= $1) \
-             AND (i.status NOT IN ('Pending', 'Suspended') OR EXISTS (SELECT 1 FROM messages m \
-                  WHERE m.instance_id = i.instance_id AND m.visible_at <= $1 AND (m.kind = 'ExecutionTerminated' \
-                  OR (i.status = 'Pending' AND m.kind = 'ExecutionStarted') \
-                  OR (i.status = 'Suspended' AND m.kind = 'ExecutionResumed')))) \
-             LIMIT $3 FOR UPDATE OF i SKIP LOCKED) \
-             UPDATE instances SET lock_owner = $2, lock_expires = $4 FROM ready \
-             WHERE instances.instance_id = ready.instance_id \
-             RETURNING instances.instance_id, instances.name, instances.execution_id, instances.status, \
-             instances.version, instances.history_len, instances.stream_seq, instances.execution_emits, \
-             instances.custom_status",
-        )
-        .bind(now)
-        .bind(owner)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .bind(lease_end(lease))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        if claimed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut items = Vec::with_capacity(claimed.len());
-        let mut index = HashMap::with_capacity(claimed.len());
-        let mut versions = Vec::with_capacity(claimed.len());
-        for row in &claimed {
-            let id = row.text("instance_id")?;
-            index.insert(id.clone(), items.len());
-            let state = state_of(row)?;
-            versions.push(i64_of(state.version));
-            items.push(OrchestrationWorkItem {
-                instance_id: instance_id_of(id)?,
-                state,
-                messages: Vec::new(),
-            });
-        }
-        let ids: Vec<String> = claimed
-            .iter()
-            .map(|row| row.text("instance_id"))
-            .collect::<StoreResult<_>>()?;
-        // The messages of the instances as claimed: an instance replaced in
-        // between (a new one of the same id, after a terminal one) is not
-        // the one claimed, and its messages are not for this claim's turn.
-        let rows = sqlx::query(
-            "SELECT m.id, m.instance_id, m.execution_id, m.event, m.visible_at FROM messages m \
-             JOIN UNNEST($1::text[], $2::int8[]) AS c(instance_id, version) ON c.instance_id = m.instance_id \
-             JOIN instances i ON i.instance_id = c.instance_id AND i.version = c.version AND i.lock_owner = $4 \
-             WHERE m.visible_at <= $3 ORDER BY m.visible_at, m.id",
-        )
-        .bind(&ids)
-        .bind(&versions)
-        .bind(now)
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        for row in &rows {
-            let Some(&i) = index.get(&row.text("instance_id")?) else {
-                continue;
-            };
-            let id = row.int("id")?;
-            items[i].messages.push(InboxMessage {
-                source: MessageSource::Inbox(id),
-                visible_at: from_ms(row.int("visible_at")?),
-                execution_id: row.opt_text("execution_id")?,
-                event: message_event(&row.text("event")?, id),
-            });
-        }
-        items.retain(|item| !item.messages.is_empty());
-        Ok(items)
-    }
-
     async fn commit_inner(
         &self,
         owner: &str,
         lease: Duration,
         batch: &CommitBatch,
     ) -> StoreResult<Vec<TurnOutcome>> {
-        let now = now_ms();
-        let lease_until = lease_end(lease);
-        let fast = {
+        let by = Committer::now(owner, lease);
+        let mut written = None;
+        if write::applies_to(batch) {
+            let rows = BatchRows::plan(batch, by, None)?;
             let mut conn = self.pool.acquire().await.map_err(db)?;
-            write::commit_in_one_statement(&mut conn, owner, lease_until, now, batch).await?
-        };
-        let (outcomes, change) = match fast {
-            Some(written) => written,
+            match write::commit_in_one_statement(&mut conn, &rows, by).await {
+                Ok(()) => written = Some(rows),
+                // The guard (or another key): nothing was written; check
+                // turn by turn.
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let rows = match written {
+            Some(rows) => rows,
             None => {
                 let mut tx = self.begin().await?;
-                let written = write::commit_batch(&mut tx, owner, lease_until, now, batch).await?;
+                let mut read = write::instance_rows(&mut tx, &batch_instance_ids(batch)).await?;
+                let rows = BatchRows::plan(batch, by, Some(&mut read))?;
+                write::write_in_transaction(&mut tx, &rows, by).await?;
                 tx.commit().await.map_err(db)?;
-                written
+                rows
             }
         };
-        publish_turns(&self.changes, &batch.turns, &outcomes);
-        self.announce_work(change);
-        Ok(outcomes)
-    }
-
-    async fn fetch_activities_inner(
-        &self,
-        owner: &str,
-        lease: Duration,
-        max: usize,
-    ) -> StoreResult<Vec<ActivityWorkItem>> {
-        let rows = sqlx::query(
-            "UPDATE activities SET lock_owner = $1, lock_expires = $2, attempt = attempt + 1 \
-             WHERE (instance_id, execution_id, task_id) IN (SELECT instance_id, execution_id, task_id \
-             FROM activities WHERE lock_expires <= $3 ORDER BY lock_expires LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING instance_id, execution_id, task_id, name, input, attempt, fingerprint",
-        )
-        .bind(owner)
-        .bind(lease_end(lease))
-        .bind(now_ms())
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                let (input, input_error) = activity_input(&row.text("input")?);
-                let name = row.text("name")?;
-                Ok(ActivityWorkItem {
-                    key: ActivityKey {
-                        instance_id: instance_id_of(row.text("instance_id")?)?,
-                        execution_id: row.text("execution_id")?,
-                        task_id: u64::try_from(row.int("task_id")?).unwrap_or(0),
-                        fingerprint: stored_fingerprint(row.opt_int("fingerprint")?, &name, &input),
-                    },
-                    name,
-                    input,
-                    attempt: u32::try_from(row.try_get::<i32, _>("attempt").map_err(db)?).unwrap_or(0),
-                    input_error,
-                })
-            })
-            .collect()
+        self.changes.publish_turns(&batch.turns, &rows.outcomes);
+        self.announce_work(Change::of(&rows.wake));
+        Ok(rows.outcomes)
     }
 
     async fn read_stream_inner(
@@ -357,25 +247,7 @@ impl Inner {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let status = status_of(&first.text("status")?)?;
-        let stream_len = u64::try_from(first.int("stream_seq")?).unwrap_or(0);
-        let execution_id = first.text("current_execution")?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if row.opt_int("seq")?.is_some() {
-                events.push(stream_event_of(instance_id, row)?);
-            }
-        }
-        Ok(Some(StreamRead {
-            events,
-            status,
-            stream_len,
-            execution_id,
-            incarnation: first.text("incarnation")?,
-        }))
+        stream_read_of(instance_id, &rows)
     }
 }
 
@@ -489,7 +361,7 @@ impl Store for PostgresStore {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let outcome = match this.create_once(&instance).await {
+                let (outcome, change) = match this.create_once(&instance).await {
                     // Another transaction created the id after this one
                     // found it free: look again, to find it taken.
                     Err(StoreError::Conflict(_)) if attempt < 3 => continue,
@@ -497,8 +369,6 @@ impl Store for PostgresStore {
                 };
                 if outcome == CreateOutcome::Created {
                     this.changes.reset_instance(&instance.instance_id);
-                    let mut change = Change::work(Some(instance.instance_id.clone()));
-                    change.later = ms(instance.start_at) > now_ms();
                     this.announce(change);
                 }
                 return Ok(outcome);
@@ -597,14 +467,13 @@ impl Store for PostgresStore {
         retry_after: Duration,
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            sqlx::query(
-                "UPDATE instances SET lock_owner = NULL, lock_expires = $1 \
-                 WHERE instance_id = $2 AND (lock_owner = $3 OR lock_expires <= $4)",
+            queries::abandon_orchestration::<Postgres>(
+                owner,
+                instance_id.as_str(),
+                lease_end(retry_after),
+                now_ms(),
             )
-            .bind(lease_end(retry_after))
-            .bind(instance_id.as_str())
-            .bind(owner)
-            .bind(now_ms())
+            .build()
             .execute(&self.inner.pool)
             .await
             .map_err(db)?;
@@ -629,30 +498,16 @@ impl Store for PostgresStore {
         activities: &'a [ActivityKey],
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            let until = lease_end(lease);
-            let ids: Vec<&str> = activities.iter().map(|k| k.instance_id.as_str()).collect();
-            let executions: Vec<&str> = activities.iter().map(|k| k.execution_id.as_str()).collect();
-            let tasks: Vec<i64> = activities.iter().map(|k| i64_of(k.task_id)).collect();
             let mut tx = self.inner.begin().await?;
-            sqlx::query("UPDATE instances SET lock_expires = $1 WHERE lock_owner = $2")
-                .bind(until)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            sqlx::query(
-                "UPDATE activities a SET lock_expires = $1 FROM UNNEST($3::text[], $4::text[], $5::int8[]) \
-                 AS k(instance_id, execution_id, task_id) WHERE a.instance_id = k.instance_id \
-                 AND a.execution_id = k.execution_id AND a.task_id = k.task_id AND a.lock_owner = $2",
-            )
-            .bind(until)
-            .bind(owner)
-            .bind(&ids)
-            .bind(&executions)
-            .bind(&tasks)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            for mut query in queries::renew_leases::<Postgres>(owner, lease_end(lease), activities) {
+                // The text varies with the number of keys: not kept prepared.
+                query
+                    .build()
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
             tx.commit().await.map_err(db)?;
             Ok(())
         }
@@ -662,14 +517,8 @@ impl Store for PostgresStore {
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let mut tx = self.inner.begin().await?;
-            for table in ["instances", "activities"] {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET lock_owner = NULL, lock_expires = 0 WHERE lock_owner = $1"
-                ))
-                .bind(owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            for mut query in queries::release_leases::<Postgres>(owner) {
+                query.build().execute(&mut *tx).await.map_err(db)?;
             }
             tx.commit().await.map_err(db)?;
             let mut change = Change::work(None);
@@ -682,15 +531,11 @@ impl Store for PostgresStore {
 
     fn next_wakeup(&self, after: DateTime<Utc>) -> BoxFuture<'_, StoreResult<Option<DateTime<Utc>>>> {
         async move {
-            let row: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
-                "SELECT (SELECT MIN(visible_at) FROM messages WHERE visible_at > $1), \
-                 (SELECT MIN(lock_expires) FROM instances WHERE lock_expires > $1), \
-                 (SELECT MIN(lock_expires) FROM activities WHERE lock_expires > $1)",
-            )
-            .bind(ms(after))
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(db)?;
+            let row: (Option<i64>, Option<i64>, Option<i64>) = queries::next_wakeup::<Postgres>(ms(after))
+                .build_query_as()
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(db)?;
             Ok([row.0, row.1, row.2].into_iter().flatten().min().map(from_ms))
         }
         .boxed()
@@ -727,15 +572,14 @@ impl Store for PostgresStore {
         detached(async move {
             let instance_id = &instance_id;
             let mut tx = this.begin().await?;
-            let rows = write::instance_rows(&mut tx, &[instance_id.as_str()]).await?;
-            let outcome = match rows.get(instance_id.as_str()) {
-                None => PurgeOutcome::NotFound,
-                Some(row) if !row.status.is_terminal() => PurgeOutcome::NotTerminal(row.status),
-                Some(_) => {
-                    write::delete_instance_rows(&mut tx, &[instance_id.as_str().to_owned()]).await?;
-                    PurgeOutcome::Purged
+            let ids = [instance_id.as_str()];
+            let rows = write::instance_rows(&mut tx, &ids).await?;
+            let outcome = purge_outcome(&rows, instance_id.as_str());
+            if outcome == PurgeOutcome::Purged {
+                for mut query in queries::delete_instances::<Postgres>(&ids) {
+                    query.build().execute(&mut *tx).await.map_err(db)?;
                 }
-            };
+            }
             tx.commit().await.map_err(db)?;
             if outcome == PurgeOutcome::Purged {
                 this.changes.reset_instance(instance_id);

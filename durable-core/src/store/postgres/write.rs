@@ -1,207 +1,65 @@
-//! The write path of the PostgreSQL store.
+//! The write path of the PostgreSQL store: a batch's rows ([`BatchRows`])
+//! as column arrays (`UNNEST`), written by one statement of
+//! data-modifying `WITH` queries ([`ONE_STATEMENT`]).
 //!
-//! A commit collects every row to write in column arrays (`UNNEST`). The
-//! usual batch (turns that create no instances and start no new
-//! execution) goes as one statement of data-modifying `WITH` queries in
-//! its own implicit transaction: the instance rows are updated only where
+//! The usual batch (turns that create no instances and start no new
+//! execution) goes as that one statement in its own implicit transaction
+//! ([`commit_in_one_statement`]): the instance rows are updated only where
 //! the version and the lease still match, and a guard row turns any
 //! mismatch into a uniqueness violation that undoes the statement. Then,
-//! or for the other batches, the commit reads the rows its writes depend
-//! on with `FOR UPDATE`, decides which turns may be written, and writes
-//! each table with one statement, about a dozen round trips.
+//! or for the other batches, the store reads the rows its writes depend on
+//! with `FOR UPDATE`, plans which turns may be written, and writes them in
+//! a transaction ([`write_in_transaction`]): what sibling `WITH` queries
+//! cannot order (an instance's rows deleted before a new instance takes
+//! its id, an old history before a new execution's) goes first, then the
+//! statement, then the same statement again with the results for
+//! instances the worker does not hold, which must see the turns' writes.
 
-use std::collections::HashMap;
+use sqlx::{Postgres, Row};
 
-use sqlx::{Postgres, Row, Transaction};
-
-use super::listen::Change;
-use crate::store::codec::{
-    batch_instance_ids, child_exists, db, event_kind, fingerprint_column, i64_of, may_commit, messages_of,
-    ms, releases, status_of, to_json, u64_of, InstanceRow, INSTANCE_TABLES,
-};
-use crate::store::{
-    ActivityCompletion, ActivityKey, CommitBatch, CreateOutcome, NewInstance, NewMessage, StoreResult,
-    TurnCommit, TurnOutcome,
-};
-
-/// Reads and locks the rows of `ids`.
-pub(super) async fn instance_rows(
-    tx: &mut Transaction<'static, Postgres>,
-    ids: &[&str],
-) -> StoreResult<HashMap<String, InstanceRow>> {
-    let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
-    let rows = sqlx::query(
-        "SELECT instance_id, status, version, lock_owner, lock_expires FROM instances \
-         WHERE instance_id = ANY($1) ORDER BY instance_id FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db)?;
-    rows.iter()
-        .map(|row| {
-            let status: String = row.try_get("status").map_err(db)?;
-            Ok((
-                row.try_get("instance_id").map_err(db)?,
-                InstanceRow {
-                    status: status_of(&status)?,
-                    version: u64_of(row.try_get("version").map_err(db)?),
-                    lock_owner: row.try_get("lock_owner").map_err(db)?,
-                    lock_expires: row.try_get("lock_expires").map_err(db)?,
-                },
-            ))
-        })
-        .collect()
-}
-
-/// Deletes everything of the instances `ids`.
-pub(super) async fn delete_instance_rows(conn: &mut sqlx::PgConnection, ids: &[String]) -> StoreResult<()> {
-    for table in INSTANCE_TABLES {
-        sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ANY($1)"))
-            .bind(ids)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-    }
-    Ok(())
-}
+use crate::store::sql::codec::{db, instance_row_of};
+use crate::store::sql::plan::{BatchRows, Committer, InstanceRows, KeyRow};
+use crate::store::sql::queries;
+use crate::store::{CommitBatch, StoreResult};
 
 /// A statement being bound.
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
-/// Instance rows to update after turns, by column.
-#[derive(Debug, Default)]
-struct Updates {
-    instance_id: Vec<String>,
-    status: Vec<String>,
-    execution_id: Vec<String>,
-    input: Vec<Option<String>>,
-    custom_status: Vec<Option<String>>,
-    output: Vec<Option<String>>,
-    failure: Vec<Option<String>>,
-    completed_at: Vec<Option<i64>>,
-    history_len: Vec<i64>,
-    stream_seq: Vec<i64>,
-    execution_emits: Vec<i64>,
-    lock_owner: Vec<Option<String>>,
-    lock_expires: Vec<i64>,
-    /// The version each turn started from (checked by the one-statement
-    /// commit).
-    version: Vec<i64>,
-}
-
-impl Updates {
-    /// Binds the columns the update sets, from `instance_id` to
-    /// `lock_expires`, in order.
-    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
-        query
-            .bind(&self.instance_id)
-            .bind(&self.status)
-            .bind(&self.execution_id)
-            .bind(&self.input)
-            .bind(&self.custom_status)
-            .bind(&self.output)
-            .bind(&self.failure)
-            .bind(&self.completed_at)
-            .bind(&self.history_len)
-            .bind(&self.stream_seq)
-            .bind(&self.execution_emits)
-            .bind(&self.lock_owner)
-            .bind(&self.lock_expires)
+/// Reads and locks the rows of `ids`.
+pub(super) async fn instance_rows(tx: &mut sqlx::PgConnection, ids: &[&str]) -> StoreResult<InstanceRows> {
+    if ids.is_empty() {
+        return Ok(InstanceRows::new());
     }
+    let rows = sqlx::query(
+        "SELECT instance_id, status, version, lock_owner, lock_expires FROM instances \
+         WHERE instance_id = ANY($1) ORDER BY instance_id FOR UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("instance_id").map_err(db)?, instance_row_of(row)?)))
+        .collect()
 }
 
-/// Instances to create, by column.
+/// Work item keys, by column.
 #[derive(Debug, Default)]
-struct Creations {
-    instance_id: Vec<String>,
-    name: Vec<String>,
-    execution_id: Vec<String>,
-    input: Vec<String>,
-    parent: Vec<Option<String>>,
-    created_at: Vec<i64>,
-}
-
-/// Messages to insert, by column.
-#[derive(Debug, Default)]
-struct Messages {
-    instance_id: Vec<String>,
-    execution_id: Vec<Option<String>>,
-    kind: Vec<String>,
-    event: Vec<String>,
-    visible_at: Vec<i64>,
-}
-
-impl Messages {
-    /// Binds the columns in order.
-    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
-        query
-            .bind(&self.instance_id)
-            .bind(&self.execution_id)
-            .bind(&self.kind)
-            .bind(&self.event)
-            .bind(&self.visible_at)
-    }
-
-    fn push(&mut self, m: &NewMessage) -> StoreResult<()> {
-        self.instance_id.push(m.instance_id.as_str().to_owned());
-        self.execution_id.push(m.execution_id.clone());
-        self.kind.push(event_kind(&m.event).to_owned());
-        self.event.push(to_json(&m.event)?);
-        self.visible_at.push(ms(m.visible_at));
-        Ok(())
-    }
-}
-
-/// Activity work items to insert, by column.
-#[derive(Debug, Default)]
-struct Activities {
-    instance_id: Vec<String>,
-    execution_id: Vec<String>,
-    task_id: Vec<i64>,
-    name: Vec<String>,
-    input: Vec<String>,
-    lock_owner: Vec<Option<String>>,
-    lock_expires: Vec<i64>,
-    attempt: Vec<i32>,
-    fingerprint: Vec<i64>,
-}
-
-impl Activities {
-    /// Binds the columns in order.
-    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
-        query
-            .bind(&self.instance_id)
-            .bind(&self.execution_id)
-            .bind(&self.task_id)
-            .bind(&self.name)
-            .bind(&self.input)
-            .bind(&self.lock_owner)
-            .bind(&self.lock_expires)
-            .bind(&self.attempt)
-            .bind(&self.fingerprint)
-    }
-}
-
-/// Activity work items, by key column: to delete, or to deliver a result
-/// to.
-#[derive(Debug, Default)]
-struct ActivityKeys {
-    instance_id: Vec<String>,
-    execution_id: Vec<String>,
+struct Keys<'a> {
+    instance_id: Vec<&'a str>,
+    execution_id: Vec<&'a str>,
     task_id: Vec<i64>,
     fingerprint: Vec<i64>,
 }
 
-impl ActivityKeys {
-    fn push(&mut self, key: &ActivityKey) {
-        self.instance_id.push(key.instance_id.as_str().to_owned());
-        self.execution_id.push(key.execution_id.clone());
-        self.task_id.push(i64_of(key.task_id));
-        self.fingerprint.push(fingerprint_column(key.fingerprint));
+impl<'a> Keys<'a> {
+    fn push(&mut self, key: &KeyRow<'a>) {
+        self.instance_id.push(key.instance_id);
+        self.execution_id.push(key.execution_id);
+        self.task_id.push(key.task_id);
+        self.fingerprint.push(key.fingerprint);
     }
 
-    /// Binds the key columns in order.
     fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
             .bind(&self.instance_id)
@@ -211,330 +69,192 @@ impl ActivityKeys {
     }
 }
 
-/// Stream events to insert, by column.
+/// The parameters of [`ONE_STATEMENT`] but the first three, by column, in
+/// the order they are bound.
 #[derive(Debug, Default)]
-struct Stream {
-    instance_id: Vec<String>,
-    seq: Vec<i64>,
-    execution_id: Vec<String>,
-    emit_index: Vec<i64>,
-    name: Vec<String>,
-    payload: Vec<String>,
-    emitted_at: Vec<i64>,
-}
-
-impl Stream {
-    /// Binds the columns in order.
-    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
-        query
-            .bind(&self.instance_id)
-            .bind(&self.seq)
-            .bind(&self.execution_id)
-            .bind(&self.emit_index)
-            .bind(&self.name)
-            .bind(&self.payload)
-            .bind(&self.emitted_at)
-    }
-}
-
-/// Everything one transaction writes, by table.
-#[derive(Debug, Default)]
-pub(super) struct Writes {
-    replaced: Vec<String>,
-    new_executions: Vec<String>,
-    creations: Creations,
-    updates: Updates,
-    history: (Vec<String>, Vec<i64>, Vec<String>),
+struct Arrays<'a> {
+    // $4..$17: instance updates.
+    u_instance_id: Vec<&'a str>,
+    u_status: Vec<&'a str>,
+    u_execution_id: Vec<&'a str>,
+    u_input: Vec<Option<&'a str>>,
+    u_custom_status: Vec<Option<&'a str>>,
+    u_output: Vec<Option<&'a str>>,
+    u_failure: Vec<Option<&'a str>>,
+    u_completed_at: Vec<Option<i64>>,
+    u_history_len: Vec<i64>,
+    u_stream_seq: Vec<i64>,
+    u_execution_emits: Vec<i64>,
+    u_lock_owner: Vec<Option<&'a str>>,
+    u_lock_expires: Vec<i64>,
+    u_version: Vec<i64>,
+    // $18..$20: history.
+    h_instance_id: Vec<&'a str>,
+    h_idx: Vec<i64>,
+    h_event: Vec<&'a str>,
+    // $21, $22: consumed messages, ended instances.
     consumed: Vec<i64>,
-    terminal: Vec<String>,
-    done: ActivityKeys,
-    activities: Activities,
-    messages: Messages,
-    /// Results for instances the worker does not hold: their work items'
-    /// keys and their events.
-    completions: (ActivityKeys, Vec<String>),
-    stream: Stream,
-    release: Vec<String>,
-    release_owner: String,
+    terminal: Vec<&'a str>,
+    // $23..$26: finished work items.
+    done: Keys<'a>,
+    // $27..$35: new work items.
+    a_instance_id: Vec<&'a str>,
+    a_execution_id: Vec<&'a str>,
+    a_task_id: Vec<i64>,
+    a_name: Vec<&'a str>,
+    a_input: Vec<&'a str>,
+    a_lock_owner: Vec<Option<&'a str>>,
+    a_lock_expires: Vec<i64>,
+    a_attempt: Vec<i32>,
+    a_fingerprint: Vec<i64>,
+    // $36..$40: messages.
+    m_instance_id: Vec<&'a str>,
+    m_execution_id: Vec<Option<&'a str>>,
+    m_kind: Vec<&'a str>,
+    m_event: Vec<&'a str>,
+    m_visible_at: Vec<i64>,
+    // $41..$45: results.
+    r_key: Keys<'a>,
+    r_event: Vec<&'a str>,
+    // $46..$52: stream events.
+    s_instance_id: Vec<&'a str>,
+    s_seq: Vec<i64>,
+    s_execution_id: Vec<&'a str>,
+    s_emit_index: Vec<i64>,
+    s_name: Vec<&'a str>,
+    s_payload: Vec<&'a str>,
+    s_emitted_at: Vec<i64>,
+    // $53: released instances.
+    releases: Vec<&'a str>,
 }
 
-impl Writes {
-    /// Creates `instance` with its start message, replacing a terminal
-    /// instance of the same id; `rows` learns the new row.
-    pub(super) fn create_instance(
-        &mut self,
-        instance: &NewInstance,
-        rows: &mut HashMap<String, InstanceRow>,
-    ) -> StoreResult<CreateOutcome> {
-        let id = instance.instance_id.as_str();
-        if let Some(row) = rows.get(id) {
-            if !row.status.is_terminal() {
-                return Ok(CreateOutcome::AlreadyExists(row.status));
-            }
-            self.replaced.push(id.to_owned());
+impl<'a> Arrays<'a> {
+    /// The turns of `rows` and their releases, without the results.
+    fn turns(rows: &'a BatchRows<'a>) -> Self {
+        let mut a = Self::default();
+        for u in &rows.updates {
+            a.u_instance_id.push(u.instance_id);
+            a.u_status.push(u.status);
+            a.u_execution_id.push(u.execution_id);
+            a.u_input.push(u.input);
+            a.u_custom_status.push(u.custom_status);
+            a.u_output.push(u.output);
+            a.u_failure.push(u.failure.as_deref());
+            a.u_completed_at.push(u.completed_at);
+            a.u_history_len.push(u.history_len);
+            a.u_stream_seq.push(u.stream_seq);
+            a.u_execution_emits.push(u.execution_emits);
+            a.u_lock_owner.push(u.lock_owner);
+            a.u_lock_expires.push(u.lock_expires);
+            a.u_version.push(u.version);
         }
-        let c = &mut self.creations;
-        c.instance_id.push(id.to_owned());
-        c.name.push(instance.name.clone());
-        c.execution_id.push(instance.execution_id.clone());
-        c.input.push(instance.input.as_str().to_owned());
-        c.parent.push(instance.parent.as_ref().map(to_json).transpose()?);
-        c.created_at.push(ms(instance.created_at));
-        self.messages.push(&NewMessage {
-            instance_id: instance.instance_id.clone(),
-            execution_id: Some(instance.execution_id.clone()),
-            event: instance.start_event(),
-            visible_at: instance.start_at,
-        })?;
-        rows.insert(id.to_owned(), InstanceRow::created());
-        Ok(CreateOutcome::Created)
+        for h in &rows.history {
+            a.h_instance_id.push(h.instance_id);
+            a.h_idx.push(h.idx);
+            a.h_event.push(&h.event);
+        }
+        a.consumed.clone_from(&rows.consumed);
+        a.terminal.clone_from(&rows.terminal);
+        rows.done.iter().for_each(|k| a.done.push(k));
+        for act in &rows.activities {
+            a.a_instance_id.push(act.key.instance_id);
+            a.a_execution_id.push(act.key.execution_id);
+            a.a_task_id.push(act.key.task_id);
+            a.a_name.push(act.name);
+            a.a_input.push(act.input);
+            a.a_lock_owner.push(act.lock_owner);
+            a.a_lock_expires.push(act.lock_expires);
+            a.a_attempt.push(act.attempt);
+            a.a_fingerprint.push(act.key.fingerprint);
+        }
+        for m in rows
+            .messages
+            .iter()
+            .chain(rows.creations.iter().map(|c| &c.start))
+        {
+            a.m_instance_id.push(m.instance_id);
+            a.m_execution_id.push(m.execution_id);
+            a.m_kind.push(m.kind);
+            a.m_event.push(&m.event);
+            a.m_visible_at.push(m.visible_at);
+        }
+        for e in &rows.stream {
+            a.s_instance_id.push(e.instance_id);
+            a.s_seq.push(e.seq);
+            a.s_execution_id.push(e.execution_id);
+            a.s_emit_index.push(e.emit_index);
+            a.s_name.push(e.name);
+            a.s_payload.push(e.payload);
+            a.s_emitted_at.push(e.emitted_at);
+        }
+        a.releases.clone_from(&rows.releases);
+        a
     }
 
-    /// Writes one turn whose version check passed.
-    fn turn(
-        &mut self,
-        owner: &str,
-        lease_until: i64,
-        now: i64,
-        turn: &TurnCommit,
-        rows: &mut HashMap<String, InstanceRow>,
-    ) -> StoreResult<()> {
-        let id = turn.instance_id.as_str();
-        let Some(u) = &turn.update else {
-            // Late messages of a terminal instance: drop them.
-            self.consumed.extend(&turn.consumed);
-            return Ok(());
-        };
-        let terminal = u.status.is_terminal();
-        let keep = turn.keep_lease && !terminal;
-        let up = &mut self.updates;
-        up.instance_id.push(id.to_owned());
-        up.status.push(u.status.as_str().to_owned());
-        up.execution_id.push(u.execution_id.clone());
-        up.input.push(u.input.as_ref().map(|p| p.as_str().to_owned()));
-        up.custom_status.push(u.custom_status.clone());
-        up.output.push(u.output.as_ref().map(|p| p.as_str().to_owned()));
-        up.failure.push(u.failure.as_ref().map(to_json).transpose()?);
-        up.completed_at.push(terminal.then_some(now));
-        up.history_len.push(i64_of(u.history_len));
-        up.stream_seq.push(i64_of(u.stream_seq));
-        up.execution_emits.push(i64_of(u.execution_emits));
-        up.lock_owner.push(keep.then(|| owner.to_owned()));
-        up.lock_expires.push(if keep { lease_until } else { 0 });
-        up.version.push(i64_of(turn.version));
-        if let Some(row) = rows.get_mut(id) {
-            row.status = u.status;
-            row.version += 1;
+    /// Adds the results of `rows`: each delivered, and its work item gone.
+    fn with_results(mut self, rows: &'a BatchRows<'a>) -> Self {
+        for r in &rows.results {
+            self.r_key.push(&r.key);
+            self.r_event.push(&r.event);
+            self.done.push(&r.key);
         }
-        if turn.new_execution {
-            self.new_executions.push(id.to_owned());
-        }
-        for (i, event) in turn.history.iter().enumerate() {
-            self.history.0.push(id.to_owned());
-            self.history.1.push(i64_of(turn.history_index + i as u64));
-            self.history.2.push(to_json(event)?);
-        }
-        if terminal {
-            // Nothing will consume them any more.
-            self.terminal.push(id.to_owned());
-        } else {
-            self.consumed.extend(&turn.consumed);
-            for key in &turn.completed_activities {
-                self.done.push(key);
-            }
-            for a in &turn.activities {
-                let act = &mut self.activities;
-                act.instance_id.push(a.key.instance_id.as_str().to_owned());
-                act.execution_id.push(a.key.execution_id.clone());
-                act.task_id.push(i64_of(a.key.task_id));
-                act.name.push(a.name.clone());
-                act.input.push(a.input.as_str().to_owned());
-                act.lock_owner
-                    .push(turn.claim_activities.then(|| owner.to_owned()));
-                act.lock_expires
-                    .push(if turn.claim_activities { lease_until } else { 0 });
-                act.attempt.push(i32::from(turn.claim_activities));
-                act.fingerprint.push(fingerprint_column(a.key.fingerprint));
-            }
-        }
-        for m in messages_of(turn) {
-            self.messages.push(m)?;
-        }
-        for child in &turn.sub_orchestrations {
-            if let CreateOutcome::AlreadyExists(status) = self.create_instance(child, rows)? {
-                if let Some(message) = child_exists(child, status, now) {
-                    self.messages.push(&message)?;
-                }
-            }
-        }
-        for e in &turn.stream {
-            let s = &mut self.stream;
-            s.instance_id.push(id.to_owned());
-            s.seq.push(i64_of(e.seq));
-            s.execution_id.push(e.execution_id.clone());
-            s.emit_index.push(i64_of(e.emit_index));
-            s.name.push(e.name.clone());
-            s.payload.push(e.payload.as_str().to_owned());
-            s.emitted_at.push(ms(e.emitted_at));
-        }
-        Ok(())
+        self
     }
 
-    fn completion(&mut self, completion: &ActivityCompletion) -> StoreResult<()> {
-        self.done.push(&completion.key);
-        self.completions.0.push(&completion.key);
-        self.completions.1.push(to_json(&completion.event)?);
-        Ok(())
-    }
-
-    /// Runs the writes, one statement per table.
-    pub(super) async fn execute(self, tx: &mut Transaction<'static, Postgres>, now: i64) -> StoreResult<()> {
-        let tx = &mut **tx;
-        if !self.replaced.is_empty() {
-            delete_instance_rows(tx, &self.replaced).await?;
-        }
-        if !self.new_executions.is_empty() {
-            sqlx::query("DELETE FROM history WHERE instance_id = ANY($1)")
-                .bind(&self.new_executions)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        let c = &self.creations;
-        if !c.instance_id.is_empty() {
-            sqlx::query(
-                "INSERT INTO instances (instance_id, name, execution_id, incarnation, status, input, parent, \
-                 created_at, updated_at) SELECT u.instance_id, u.name, u.execution_id, u.execution_id, 'Pending', \
-                 u.input, u.parent, \
-                 u.created_at, u.created_at FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                 $5::text[], $6::int8[]) AS u(instance_id, name, execution_id, input, parent, created_at)",
-            )
-            .bind(&c.instance_id)
-            .bind(&c.name)
-            .bind(&c.execution_id)
-            .bind(&c.input)
-            .bind(&c.parent)
-            .bind(&c.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        let up = &self.updates;
-        if !up.instance_id.is_empty() {
-            let query = sqlx::query(
-                "UPDATE instances AS i SET status = u.status, execution_id = u.execution_id, \
-                 input = COALESCE(u.input, i.input), custom_status = u.custom_status, output = u.output, \
-                 failure = u.failure, updated_at = $1, completed_at = u.completed_at, \
-                 history_len = u.history_len, stream_seq = u.stream_seq, execution_emits = u.execution_emits, \
-                 version = i.version + 1, lock_owner = u.lock_owner, lock_expires = u.lock_expires \
-                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                 $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::text[], $14::int8[]) \
-                 AS u(instance_id, status, execution_id, input, custom_status, output, failure, completed_at, \
-                 history_len, stream_seq, execution_emits, lock_owner, lock_expires) \
-                 WHERE i.instance_id = u.instance_id",
-            )
-            .bind(now);
-            up.bind(query).execute(&mut *tx).await.map_err(db)?;
-        }
-        if !self.history.0.is_empty() {
-            sqlx::query(
-                "INSERT INTO history (instance_id, idx, event) \
-                 SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[])",
-            )
-            .bind(&self.history.0)
-            .bind(&self.history.1)
-            .bind(&self.history.2)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        if !self.consumed.is_empty() {
-            sqlx::query("DELETE FROM messages WHERE id = ANY($1)")
-                .bind(&self.consumed)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        if !self.terminal.is_empty() {
-            for table in ["messages", "activities"] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ANY($1)"))
-                    .bind(&self.terminal)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            }
-        }
-        let a = &self.activities;
-        if !a.instance_id.is_empty() {
-            let query = sqlx::query(
-                "INSERT INTO activities (instance_id, execution_id, task_id, name, input, lock_owner, \
-                 lock_expires, attempt, fingerprint) SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], \
-                 $4::text[], $5::text[], $6::text[], $7::int8[], $8::int4[], $9::int8[])",
-            );
-            a.bind(query).execute(&mut *tx).await.map_err(db)?;
-        }
-        // After the new work items, before the finished ones go: a result
-        // is delivered only for an activity that has one.
-        if !self.completions.1.is_empty() {
-            let query = sqlx::query(
-                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
-                 SELECT u.instance_id, u.execution_id, 'Result', u.event, $6 \
-                 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) \
-                 AS u(instance_id, execution_id, task_id, fingerprint, event) \
-                 WHERE EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = u.instance_id \
-                 AND i.status NOT IN ('Completed', 'Failed', 'Terminated')) \
-                 AND EXISTS (SELECT 1 FROM activities a WHERE a.instance_id = u.instance_id \
-                 AND a.execution_id = u.execution_id AND a.task_id = u.task_id \
-                 AND (a.fingerprint IS NULL OR a.fingerprint = u.fingerprint))",
-            );
-            self.completions
-                .0
-                .bind(query)
-                .bind(&self.completions.1)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        let d = &self.done;
-        if !d.instance_id.is_empty() {
-            let query = sqlx::query(
-                "DELETE FROM activities a USING UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) \
-                 AS k(instance_id, execution_id, task_id, fingerprint) WHERE a.instance_id = k.instance_id \
-                 AND a.execution_id = k.execution_id AND a.task_id = k.task_id \
-                 AND (a.fingerprint IS NULL OR a.fingerprint = k.fingerprint)",
-            );
-            d.bind(query).execute(&mut *tx).await.map_err(db)?;
-        }
-        let m = &self.messages;
-        if !m.instance_id.is_empty() {
-            let query = sqlx::query(
-                "INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])",
-            );
-            m.bind(query).execute(&mut *tx).await.map_err(db)?;
-        }
-        let s = &self.stream;
-        if !s.instance_id.is_empty() {
-            let query = sqlx::query(
-                "INSERT INTO stream_events (instance_id, seq, execution_id, emit_index, name, payload, emitted_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], \
-                 $7::int8[])",
-            );
-            s.bind(query).execute(&mut *tx).await.map_err(db)?;
-        }
-        if !self.release.is_empty() {
-            sqlx::query(
-                "UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
-                 WHERE instance_id = ANY($1) AND lock_owner = $2",
-            )
-            .bind(&self.release)
-            .bind(&self.release_owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        Ok(())
+    /// [`ONE_STATEMENT`] with these rows, expecting them all written.
+    fn query<'q>(&'q self, by: Committer<'q>) -> PgQuery<'q> {
+        let expected = i64::try_from(self.u_instance_id.len()).unwrap_or(i64::MAX);
+        let query = sqlx::query(ONE_STATEMENT)
+            .bind(by.now)
+            .bind(by.owner)
+            .bind(expected)
+            .bind(&self.u_instance_id)
+            .bind(&self.u_status)
+            .bind(&self.u_execution_id)
+            .bind(&self.u_input)
+            .bind(&self.u_custom_status)
+            .bind(&self.u_output)
+            .bind(&self.u_failure)
+            .bind(&self.u_completed_at)
+            .bind(&self.u_history_len)
+            .bind(&self.u_stream_seq)
+            .bind(&self.u_execution_emits)
+            .bind(&self.u_lock_owner)
+            .bind(&self.u_lock_expires)
+            .bind(&self.u_version)
+            .bind(&self.h_instance_id)
+            .bind(&self.h_idx)
+            .bind(&self.h_event)
+            .bind(&self.consumed)
+            .bind(&self.terminal);
+        let query = self
+            .done
+            .bind(query)
+            .bind(&self.a_instance_id)
+            .bind(&self.a_execution_id)
+            .bind(&self.a_task_id)
+            .bind(&self.a_name)
+            .bind(&self.a_input)
+            .bind(&self.a_lock_owner)
+            .bind(&self.a_lock_expires)
+            .bind(&self.a_attempt)
+            .bind(&self.a_fingerprint)
+            .bind(&self.m_instance_id)
+            .bind(&self.m_execution_id)
+            .bind(&self.m_kind)
+            .bind(&self.m_event)
+            .bind(&self.m_visible_at);
+        self.r_key
+            .bind(query)
+            .bind(&self.r_event)
+            .bind(&self.s_instance_id)
+            .bind(&self.s_seq)
+            .bind(&self.s_execution_id)
+            .bind(&self.s_emit_index)
+            .bind(&self.s_name)
+            .bind(&self.s_payload)
+            .bind(&self.s_emitted_at)
+            .bind(&self.releases)
     }
 }
 
@@ -584,123 +304,85 @@ released AS (UPDATE instances SET lock_owner = NULL, lock_expires = 0 \
   WHERE instance_id = ANY($53::text[]) AND lock_owner = $2) \
 INSERT INTO turn_guard (id) SELECT 1 WHERE (SELECT count(*) FROM up) <> $3";
 
-/// Writes `batch` in one statement (see [`ONE_STATEMENT`]), if it is a
-/// batch that can go that way: `None` if not, or if a turn's instance
-/// changed since the turn read it (then nothing was written).
-pub(super) async fn commit_in_one_statement(
-    conn: &mut sqlx::PgConnection,
-    owner: &str,
-    lease_until: i64,
-    now: i64,
-    batch: &CommitBatch,
-) -> StoreResult<Option<(Vec<TurnOutcome>, Change)>> {
-    // Instances created, executions replaced and turns that drop the late
-    // messages of a terminal instance need their rows read (see
-    // `may_commit`); a result for an instance whose turn is in the batch
-    // must see that turn's status, which a sibling `WITH` query would not.
+/// Whether [`commit_in_one_statement`] can write `batch`: instances
+/// created, executions replaced and turns that drop the late messages of a
+/// terminal instance need their rows read (see `plan.rs`) and an order
+/// sibling `WITH` queries do not have; a result for an instance whose turn
+/// is in the batch must see that turn's writes (its status, its new work
+/// items), which a sibling `WITH` query would not.
+pub(super) fn applies_to(batch: &CommitBatch) -> bool {
     let turning: Vec<&str> = batch.turns.iter().map(|t| t.instance_id.as_str()).collect();
-    let applies = batch
+    batch
         .turns
         .iter()
         .all(|t| t.sub_orchestrations.is_empty() && !t.new_execution && t.update.is_some())
         && !batch
             .completions
             .iter()
-            .any(|c| turning.contains(&c.key.instance_id.as_str()));
-    if !applies {
-        return Ok(None);
-    }
-    let (writes, outcomes, change) = plan(batch, owner, lease_until, now, &mut HashMap::new(), false)?;
-    let expected = i64::try_from(writes.updates.instance_id.len()).unwrap_or(i64::MAX);
-    let up = &writes.updates;
-    let (d, a, m, st) = (&writes.done, &writes.activities, &writes.messages, &writes.stream);
-    let query = sqlx::query(ONE_STATEMENT).bind(now).bind(owner).bind(expected);
-    let query = up.bind(query).bind(&up.version);
-    let query = query
-        .bind(&writes.history.0)
-        .bind(&writes.history.1)
-        .bind(&writes.history.2)
-        .bind(&writes.consumed)
-        .bind(&writes.terminal);
-    let query = a.bind(d.bind(query));
-    let query = writes
-        .completions
-        .0
-        .bind(m.bind(query))
-        .bind(&writes.completions.1);
-    let result = st
-        .bind(query)
-        .bind(&writes.release)
-        .execute(&mut *conn)
-        .await
-        .map_err(db);
-    match result {
-        Ok(_) => Ok(Some((outcomes, change))),
-        // The guard (or another key): nothing was written; check turn by
-        // turn.
-        Err(crate::StoreError::Conflict(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
+            .any(|c| turning.contains(&c.key.instance_id.as_str()))
 }
 
-/// Writes `batch` in the open transaction; returns the turn outcomes and
-/// what to announce once it commits.
-pub(super) async fn commit_batch(
-    tx: &mut Transaction<'static, Postgres>,
-    owner: &str,
-    lease_until: i64,
-    now: i64,
-    batch: &CommitBatch,
-) -> StoreResult<(Vec<TurnOutcome>, Change)> {
-    let ids = batch_instance_ids(batch);
-    let mut rows = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        instance_rows(tx, &ids).await?
-    };
-    let (writes, outcomes, change) = plan(batch, owner, lease_until, now, &mut rows, true)?;
-    writes.execute(tx, now).await?;
-    Ok((outcomes, change))
+/// Writes `rows` (planned without reading) in one statement. Fails with
+/// [`StoreError::Conflict`], writing nothing, if a turn's instance changed
+/// since the turn read it.
+pub(super) async fn commit_in_one_statement(
+    conn: &mut sqlx::PgConnection,
+    rows: &BatchRows<'_>,
+    by: Committer<'_>,
+) -> StoreResult<()> {
+    let arrays = Arrays::turns(rows).with_results(rows);
+    arrays.query(by).execute(&mut *conn).await.map_err(db)?;
+    Ok(())
 }
 
-/// What `batch` writes, which turns are written, and what to announce once
-/// it commits. With `check`, a turn is written only if `rows` (the
-/// instance rows read) allow it; without, every turn is.
-fn plan(
-    batch: &CommitBatch,
-    owner: &str,
-    lease_until: i64,
-    now: i64,
-    rows: &mut HashMap<String, InstanceRow>,
-    check: bool,
-) -> StoreResult<(Writes, Vec<TurnOutcome>, Change)> {
-    let mut writes = Writes {
-        release_owner: owner.to_owned(),
-        ..Writes::default()
-    };
-    let mut outcomes = Vec::with_capacity(batch.turns.len());
-    let mut change = Change::default();
-    for turn in &batch.turns {
-        if check && !may_commit(turn, rows, owner, now) {
-            outcomes.push(TurnOutcome::Conflict);
-            continue;
+/// Writes `rows` (planned from the instance rows read and locked in the
+/// transaction) in the transaction; the caller commits.
+pub(super) async fn write_in_transaction(
+    tx: &mut sqlx::PgConnection,
+    rows: &BatchRows<'_>,
+    by: Committer<'_>,
+) -> StoreResult<()> {
+    if !rows.replaced.is_empty() {
+        for mut query in queries::delete_instances::<Postgres>(&rows.replaced) {
+            query
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
-        writes.turn(owner, lease_until, now, turn, rows)?;
-        change.orchestration_work |=
-            turn.messages.iter().any(|m| ms(m.visible_at) <= now) || !turn.sub_orchestrations.is_empty();
-        change.later |= turn.messages.iter().any(|m| ms(m.visible_at) > now);
-        change.activity_work |= !turn.claim_activities && !turn.activities.is_empty();
-        change.instances.push(turn.instance_id.clone());
-        outcomes.push(TurnOutcome::Committed);
     }
-    for completion in &batch.completions {
-        writes.completion(completion)?;
-        change.orchestration_work = true;
+    if !rows.new_executions.is_empty() {
+        sqlx::query("DELETE FROM history WHERE instance_id = ANY($1)")
+            .bind(&rows.new_executions)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
     }
-    let written: Vec<bool> = outcomes.iter().map(|o| *o == TurnOutcome::Committed).collect();
-    for id in releases(batch, &written) {
-        writes.release.push(id.as_str().to_owned());
-        change.orchestration_work = true;
+    if !rows.creations.is_empty() {
+        let c = &rows.creations;
+        let column = |f: fn(&_) -> &str| c.iter().map(f).collect::<Vec<&str>>();
+        sqlx::query(
+            "INSERT INTO instances (instance_id, name, execution_id, incarnation, status, input, parent, \
+             created_at, updated_at) SELECT u.instance_id, u.name, u.execution_id, u.execution_id, 'Pending', \
+             u.input, u.parent, u.created_at, u.created_at FROM UNNEST($1::text[], $2::text[], $3::text[], \
+             $4::text[], $5::text[], $6::int8[]) AS u(instance_id, name, execution_id, input, parent, created_at)",
+        )
+        .bind(column(|c| c.instance_id))
+        .bind(column(|c| c.name))
+        .bind(column(|c| c.execution_id))
+        .bind(column(|c| c.input))
+        .bind(c.iter().map(|c| c.parent.as_deref()).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.created_at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
     }
-    Ok((writes, outcomes, change))
+    let turns = Arrays::turns(rows);
+    turns.query(by).execute(&mut *tx).await.map_err(db)?;
+    if !rows.results.is_empty() {
+        let results = Arrays::default().with_results(rows);
+        results.query(by).execute(&mut *tx).await.map_err(db)?;
+    }
+    Ok(())
 }

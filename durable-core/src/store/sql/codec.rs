@@ -1,13 +1,13 @@
 //! What the SQL backends share: how values are stored (times as Unix
 //! milliseconds, JSON as text) and how rows become the runtime's types.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{EnqueueOutcome, InstanceState, NewMessage, StoreResult, TurnCommit};
+use super::plan::InstanceRow;
 use crate::instance::{continuation_of, parse_continuation};
+use crate::store::{EnqueueOutcome, InstanceState, NewMessage, StoreResult, StreamRead};
 use crate::{
     FailureDetails, HistoryEvent, InstanceId, InstanceMetadata, InstancePage, InstanceQuery, Payload,
     RuntimeStatus, StoreError, StreamEvent,
@@ -175,7 +175,7 @@ pub(crate) fn fingerprint_column(fingerprint: u64) -> i64 {
 pub(crate) fn stored_fingerprint(column: Option<i64>, name: &str, input: &Payload) -> u64 {
     match column {
         Some(v) => u64::from_ne_bytes(v.to_ne_bytes()),
-        None => super::call_fingerprint(name, input),
+        None => crate::store::call_fingerprint(name, input),
     }
 }
 
@@ -209,18 +209,18 @@ pub(crate) trait Columns {
 /// Implements [`Columns`] for a backend's row type.
 macro_rules! impl_columns {
     ($row:ty) => {
-        impl $crate::store::codec::Columns for $row {
+        impl $crate::store::sql::codec::Columns for $row {
             fn text(&self, column: &str) -> $crate::store::StoreResult<String> {
-                sqlx::Row::try_get(self, column).map_err($crate::store::codec::db)
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::codec::db)
             }
             fn opt_text(&self, column: &str) -> $crate::store::StoreResult<Option<String>> {
-                sqlx::Row::try_get(self, column).map_err($crate::store::codec::db)
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::codec::db)
             }
             fn int(&self, column: &str) -> $crate::store::StoreResult<i64> {
-                sqlx::Row::try_get(self, column).map_err($crate::store::codec::db)
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::codec::db)
             }
             fn opt_int(&self, column: &str) -> $crate::store::StoreResult<Option<i64>> {
-                sqlx::Row::try_get(self, column).map_err($crate::store::codec::db)
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::codec::db)
             }
         }
     };
@@ -259,6 +259,42 @@ pub(crate) fn state_of(row: &impl Columns) -> StoreResult<InstanceState> {
     })
 }
 
+/// A page of an instance's stream, from the rows of a query joining the
+/// instance (`status`, `stream_seq`, `current_execution`, `incarnation`)
+/// to its events after the cursor (`seq` and the rest, `NULL` where there
+/// is none); `None` if there is no instance.
+pub(crate) fn stream_read_of(
+    instance_id: &InstanceId,
+    rows: &[impl Columns],
+) -> StoreResult<Option<StreamRead>> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.opt_int("seq")?.is_some() {
+            events.push(stream_event_of(instance_id, row)?);
+        }
+    }
+    Ok(Some(StreamRead {
+        events,
+        status: status_of(&first.text("status")?)?,
+        stream_len: u64_of(first.int("stream_seq")?),
+        execution_id: first.text("current_execution")?,
+        incarnation: first.text("incarnation")?,
+    }))
+}
+
+/// An instance row as a commit checks it.
+pub(crate) fn instance_row_of(row: &impl Columns) -> StoreResult<InstanceRow> {
+    Ok(InstanceRow {
+        status: status_of(&row.text("status")?)?,
+        version: u64_of(row.int("version")?),
+        lock_owner: row.opt_text("lock_owner")?,
+        lock_expires: row.int("lock_expires")?,
+    })
+}
+
 /// A stream event row (columns `seq`, `execution_id`, `name`, `payload`,
 /// `emitted_at`) of `instance_id`.
 pub(crate) fn stream_event_of(instance_id: &InstanceId, row: &impl Columns) -> StoreResult<StreamEvent> {
@@ -273,57 +309,7 @@ pub(crate) fn stream_event_of(instance_id: &InstanceId, row: &impl Columns) -> S
     })
 }
 
-/// The row of an instance that a write depends on.
-#[derive(Debug, Clone)]
-pub(crate) struct InstanceRow {
-    pub(crate) status: RuntimeStatus,
-    pub(crate) version: u64,
-    pub(crate) lock_owner: Option<String>,
-    pub(crate) lock_expires: i64,
-}
-
-impl InstanceRow {
-    /// The row of an instance just created.
-    pub(crate) fn created() -> Self {
-        Self {
-            status: RuntimeStatus::Pending,
-            version: 0,
-            lock_owner: None,
-            lock_expires: 0,
-        }
-    }
-}
-
-/// Whether `turn` may be written: the instance still has the version the
-/// turn started from, and no other worker holds a live lease on it. A turn
-/// that only drops the late messages of a terminal instance checks the
-/// version alone: the instance may have been replaced since (a new
-/// instance of the id starts again at version 0), and the messages the
-/// turn read may be the new instance's.
-pub(crate) fn may_commit(
-    turn: &TurnCommit,
-    rows: &HashMap<String, InstanceRow>,
-    owner: &str,
-    now: i64,
-) -> bool {
-    rows.get(turn.instance_id.as_str()).is_some_and(|row| {
-        row.version == turn.version
-            && (turn.update.is_none() || row.lock_owner.as_deref() == Some(owner) || row.lock_expires <= now)
-    })
-}
-
-/// The messages a turn writes. A turn that ends its instance (completed,
-/// failed, terminated) writes none to the instance itself: nothing would
-/// take them, and a timer merged into the turn from an earlier one would
-/// outlive the instance and make a turn of whatever has its id later.
-pub(crate) fn messages_of(turn: &TurnCommit) -> impl Iterator<Item = &super::NewMessage> {
-    let terminal = turn.update.as_ref().is_some_and(|u| u.status.is_terminal());
-    turn.messages
-        .iter()
-        .filter(move |m| !(terminal && m.instance_id == turn.instance_id))
-}
-
-/// The query of [`Store::list_instances`](super::Store::list_instances):
+/// The query of [`Store::list_instances`](crate::store::Store::list_instances):
 /// one row more than the page size, to know whether a next page exists.
 /// Returns the query and the page size.
 pub(crate) fn list_query<'a, DB>(query: &InstanceQuery) -> StoreResult<(sqlx::QueryBuilder<'a, DB>, i64)>
@@ -382,87 +368,4 @@ pub(crate) fn list_page(mut instances: Vec<InstanceMetadata>, page_size: i64) ->
         instances,
         continuation,
     }
-}
-
-/// Tells the watchers in this process what the committed turns of a batch
-/// did: their new stream events (handed over in memory) and status.
-pub(crate) fn publish_turns(
-    changes: &super::ChangeFeed,
-    turns: &[TurnCommit],
-    outcomes: &[super::TurnOutcome],
-) {
-    for (turn, outcome) in turns.iter().zip(outcomes) {
-        if *outcome != super::TurnOutcome::Committed {
-            continue;
-        }
-        let Some(update) = &turn.update else {
-            changes.notify_instance(&turn.instance_id);
-            continue;
-        };
-        changes.publish(&turn.instance_id, update.status, update.stream_seq, || {
-            turn.stream
-                .iter()
-                .map(|e| {
-                    let event = StreamEvent {
-                        instance_id: turn.instance_id.clone(),
-                        seq: e.seq,
-                        name: e.name.clone(),
-                        payload: e.payload.clone(),
-                        emitted_at: from_ms(ms(e.emitted_at)),
-                        execution_id: e.execution_id.clone(),
-                    };
-                    (event, e.payload.as_str().len())
-                })
-                .collect()
-        });
-    }
-}
-
-/// The instances whose lease a batch gives up: those of its release list
-/// without a turn it writes (`written[i]` for its turn `i`). A written
-/// turn leaves the lease as it says (kept by the committing worker, or
-/// given up), whatever was queued for release before the instance's turn
-/// was redone.
-pub(crate) fn releases<'a>(batch: &'a super::CommitBatch, written: &[bool]) -> Vec<&'a InstanceId> {
-    let turned: std::collections::HashSet<&InstanceId> = batch
-        .turns
-        .iter()
-        .zip(written)
-        .filter(|(_, w)| **w)
-        .map(|(t, _)| &t.instance_id)
-        .collect();
-    batch.release.iter().filter(|id| !turned.contains(id)).collect()
-}
-
-/// The ids of the instances a batch's writes depend on: its turns' and the
-/// sub-orchestrations they create.
-pub(crate) fn batch_instance_ids(batch: &super::CommitBatch) -> Vec<&str> {
-    let mut ids = Vec::new();
-    for turn in &batch.turns {
-        ids.push(turn.instance_id.as_str());
-        ids.extend(turn.sub_orchestrations.iter().map(|c| c.instance_id.as_str()));
-    }
-    ids
-}
-
-/// The message that tells a parent its sub-orchestration could not start,
-/// because an instance with its id exists and is `status`.
-pub(crate) fn child_exists(
-    child: &super::NewInstance,
-    status: RuntimeStatus,
-    now: i64,
-) -> Option<super::NewMessage> {
-    let parent = child.parent.as_ref()?;
-    Some(super::NewMessage {
-        instance_id: parent.instance_id.clone(),
-        execution_id: Some(parent.execution_id.clone()),
-        event: HistoryEvent::SubOrchestrationFailed {
-            id: parent.task_id,
-            failure: crate::FailureDetails::new(
-                "InstanceAlreadyExists",
-                format!("instance '{}' already exists and is {status}", child.instance_id),
-            ),
-        },
-        visible_at: from_ms(now),
-    })
 }
