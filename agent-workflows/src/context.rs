@@ -10,7 +10,7 @@ use durable_core::Payload;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::message::{type_tag, Envelope, Message};
+use crate::message::{stored_tag, type_tag, Envelope, Message};
 use crate::payload_fields::{field, present};
 use crate::{ExecutorError, RequestTimedOut};
 
@@ -143,7 +143,7 @@ impl EffectFields {
                 request_id: field(self.request_id, "request_id")?,
                 port: field(self.port, "port")?,
                 request: field(self.request, "request")?,
-                response_type: field(self.response_type, "response_type")?,
+                response_type: stored_tag(field(self.response_type, "response_type")?),
                 timeout_ms: self.timeout_ms,
             }),
             other => return Err(E::unknown_variant(other, &["send", "output", "event", "request"])),
@@ -157,7 +157,8 @@ pub(crate) struct NewRequest {
     pub(crate) request_id: String,
     pub(crate) port: String,
     pub(crate) request: Payload,
-    /// The type tag of the `RequestResponse` the answer is delivered as.
+    /// The routing tag of the `RequestResponse` the answer is delivered as.
+    #[serde(deserialize_with = "crate::message::deserialize_tag")]
     pub(crate) response_type: String,
     pub(crate) timeout_ms: Option<u64>,
 }

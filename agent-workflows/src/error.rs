@@ -140,6 +140,19 @@ pub enum WorkflowError {
         /// The message type.
         message_type: String,
     },
+    /// A message has a type no executor of the workflow handles: sent by
+    /// an executor, or read back from a run stored by a build whose
+    /// message types had other names.
+    #[error(
+        "executor '{executor_id}' sent a message of type `{message_type}`, which no executor of this workflow \
+         handles; add an executor that handles it, or (for a run begun by another build) keep the type's name"
+    )]
+    UnknownMessageType {
+        /// The sender.
+        executor_id: String,
+        /// The message's type name.
+        message_type: String,
+    },
     /// The orchestration runtime returned an error (such as a stream event
     /// or a live status over its size limit).
     #[error("runtime error: {0}")]
@@ -186,6 +199,22 @@ pub enum BuildError {
     /// The superstep limit is zero.
     #[error("max_supersteps must be at least 1")]
     ZeroSuperstepLimit,
+    /// Two message types of the workflow have the same name. Messages are
+    /// routed, and stored, by their type's name without its module path,
+    /// so that moving a type to another module leaves stored runs
+    /// readable; two types of one workflow must differ in it.
+    #[error(
+        "two message types of the workflow are both named `{tag}` ({first} and {second}); messages are routed \
+         by the type's name without its module path: rename one of them"
+    )]
+    MessageTypeClash {
+        /// The name they share.
+        tag: &'static str,
+        /// The first type, with its path.
+        first: &'static str,
+        /// The second type, with its path.
+        second: &'static str,
+    },
 }
 
 /// An error returned by the [`WorkflowClient`](crate::WorkflowClient).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use durable_core::{Payload, RetryPolicy};
 use futures::future::BoxFuture;
 
-use crate::message::{type_tag, Message};
+use crate::message::{type_tag, Message, MessageType};
 use crate::{ExecutorError, WorkflowContext};
 
 /// The future a handler returns.
@@ -113,7 +113,7 @@ pub trait ExecutorExt: Executor {
             let entry = handlers
                 .entries
                 .iter()
-                .find(|e| e.type_name == type_name)
+                .find(|e| e.message.tag == type_name)
                 .ok_or_else(|| ExecutorError::terminal(format!("no handler for {type_name}")))?;
             let output = entry.handler.call(self, Payload::new(&message)?, ctx).await?;
             Ok(output.parse()?)
@@ -182,7 +182,7 @@ impl<E: Executor> Executor for Configured<E> {
                 .entries
                 .into_iter()
                 .map(|entry| HandlerEntry {
-                    type_name: entry.type_name,
+                    message: entry.message,
                     handler: Box::new(Unwrap(entry.handler)) as Box<dyn ErasedHandler<Self>>,
                 })
                 .collect(),
@@ -215,14 +215,14 @@ pub struct HandlerSet<E> {
 }
 
 struct HandlerEntry<E> {
-    type_name: &'static str,
+    message: MessageType,
     handler: Box<dyn ErasedHandler<E>>,
 }
 
 impl<E> std::fmt::Debug for HandlerSet<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.entries.iter().map(|e| e.type_name))
+            .entries(self.entries.iter().map(|e| e.message.tag))
             .finish()
     }
 }
@@ -241,18 +241,18 @@ impl<E: Executor> HandlerSet<E> {
 
     /// Adds the handler of messages of type `M`.
     pub fn on<M: Message>(mut self, handler: HandlerFn<E, M>) -> Self {
-        let type_name = type_tag::<M>();
-        self.entries.retain(|e| e.type_name != type_name);
+        let message = MessageType::of::<M>();
+        self.entries.retain(|e| e.message.tag != message.tag);
         self.entries.push(HandlerEntry {
-            type_name,
+            message,
             handler: Box::new(Typed::<E, M> { handler }),
         });
         self
     }
 
-    /// The type tags of the handled message types.
-    pub(crate) fn type_names(&self) -> Vec<&'static str> {
-        self.entries.iter().map(|e| e.type_name).collect()
+    /// The handled message types.
+    pub(crate) fn message_types(&self) -> Vec<MessageType> {
+        self.entries.iter().map(|e| e.message).collect()
     }
 }
 
@@ -299,7 +299,11 @@ impl<E: Executor, M: Message> ErasedHandler<E> for Typed<E, M> {
 
 /// An executor with its handlers, behind `dyn`.
 pub(crate) trait ErasedExecutor: Send + Sync {
+    /// The routing tags of the handled message types.
     fn accepts(&self) -> &[&'static str];
+
+    /// The handled message types.
+    fn message_types(&self) -> Vec<MessageType>;
 
     fn check(&self, type_name: &str, message: &Payload) -> Result<(), String>;
 
@@ -320,7 +324,7 @@ pub(crate) struct Node<E: Executor> {
 impl<E: Executor> Node<E> {
     pub(crate) fn new(executor: E) -> Arc<Self> {
         let handlers = E::handlers();
-        let accepts = handlers.type_names();
+        let accepts = handlers.message_types().iter().map(|m| m.tag).collect();
         Arc::new(Self {
             executor,
             handlers,
@@ -334,8 +338,12 @@ impl<E: Executor> ErasedExecutor for Node<E> {
         &self.accepts
     }
 
+    fn message_types(&self) -> Vec<MessageType> {
+        self.handlers.message_types()
+    }
+
     fn check(&self, type_name: &str, message: &Payload) -> Result<(), String> {
-        match self.handlers.entries.iter().find(|e| e.type_name == type_name) {
+        match self.handlers.entries.iter().find(|e| e.message.tag == type_name) {
             Some(entry) => entry.handler.check(message).map_err(|e| e.to_string()),
             None => Err(format!("no handler for {type_name}")),
         }
@@ -347,7 +355,7 @@ impl<E: Executor> ErasedExecutor for Node<E> {
         message: Payload,
         ctx: &'a mut WorkflowContext,
     ) -> BoxFuture<'a, Result<Payload, ExecutorError>> {
-        match self.handlers.entries.iter().find(|e| e.type_name == type_name) {
+        match self.handlers.entries.iter().find(|e| e.message.tag == type_name) {
             Some(entry) => entry.handler.call(&self.executor, message, ctx),
             None => Box::pin(async move {
                 Err(ExecutorError::terminal(format!(

@@ -5,7 +5,7 @@
 //! compile error at the call that makes the edge.
 
 use std::any::TypeId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use durable_core::{Payload, RetryPolicy};
 
 use crate::executor::{is_unit, ErasedExecutor, Node};
-use crate::message::{type_tag, Message};
+use crate::message::{type_tag, Message, MessageType};
 use crate::{BuildError, Executor, HandlerSet, Handles};
 
 /// The default superstep limit.
@@ -40,11 +40,15 @@ pub(crate) enum NodeKind {
 pub struct NodeSpec {
     pub(crate) id: String,
     pub(crate) type_id: TypeId,
+    /// The executor's Rust type name, for messages.
     pub(crate) type_name: &'static str,
     pub(crate) retry: RetryPolicy,
-    /// The type tag of the output, `None` for `()`.
+    /// The routing tag of the output, `None` for `()`.
     pub(crate) output_type: Option<&'static str>,
+    /// The routing tags of the message types it handles.
     pub(crate) accepts: Vec<&'static str>,
+    /// The message types it handles and sends as output.
+    pub(crate) message_types: Vec<MessageType>,
     pub(crate) kind: NodeKind,
 }
 
@@ -67,24 +71,23 @@ impl NodeSpec {
         let id = executor.id().to_owned();
         let retry = executor.retry_policy().unwrap_or_else(no_retry);
         let node = Node::new(executor);
+        let mut message_types = node.message_types();
+        message_types.extend(output_type::<E::Output>());
         Self {
             id,
             type_id: TypeId::of::<E>(),
-            type_name: type_tag::<E>(),
+            type_name: std::any::type_name::<E>(),
             retry,
-            output_type: output_tag::<E::Output>(),
+            output_type: output_type::<E::Output>().map(|t| t.tag),
             accepts: node.accepts().to_vec(),
+            message_types,
             kind: NodeKind::Executor(node),
         }
     }
 }
 
-fn output_tag<T: 'static>() -> Option<&'static str> {
-    if is_unit::<T>() {
-        None
-    } else {
-        Some(type_tag::<T>())
-    }
+fn output_type<T: 'static>() -> Option<MessageType> {
+    (!is_unit::<T>()).then(MessageType::of::<T>)
 }
 
 /// An edge, between node ids while building and node indices after.
@@ -165,6 +168,9 @@ pub(crate) struct Graph {
     pub(crate) start: usize,
     pub(crate) start_type: &'static str,
     pub(crate) max_supersteps: u32,
+    /// The routing tags of every message type the workflow handles: a
+    /// message with another tag can reach no executor.
+    pub(crate) message_types: HashSet<&'static str>,
 }
 
 /// Nodes collected by a [`Switch`], [`FanOut`] or [`FanIn`] before they
@@ -395,9 +401,13 @@ impl<I: Message, O: Message> Executor for SubWorkflow<I, O> {
         NodeSpec {
             retry: self.retry.unwrap_or_else(no_retry),
             type_id: TypeId::of::<Self>(),
-            type_name: type_tag::<Self>(),
-            output_type: output_tag::<O>(),
+            type_name: std::any::type_name::<Self>(),
+            output_type: output_type::<O>().map(|t| t.tag),
             accepts: vec![type_tag::<I>()],
+            message_types: [Some(MessageType::of::<I>()), output_type::<O>()]
+                .into_iter()
+                .flatten()
+                .collect(),
             kind: NodeKind::SubWorkflow(self.workflow.graph),
             id: self.id,
         }
@@ -409,11 +419,38 @@ impl<I: Message, O: Message> Handles<I> for SubWorkflow<I, O> {}
 struct GraphBuilder {
     nodes: Vec<NodeSpec>,
     edges: Vec<Edge<String>>,
+    /// The message types of the edges.
+    edge_types: Vec<MessageType>,
     errors: Vec<BuildError>,
     max_supersteps: u32,
 }
 
 impl GraphBuilder {
+    /// The routing tag of `T`, a message type of an edge.
+    fn tag<T: 'static>(&mut self) -> &'static str {
+        let message = MessageType::of::<T>();
+        self.edge_types.push(message);
+        message.tag
+    }
+
+    /// The routing tags of every message type of the graph, or the first
+    /// two types that share one.
+    fn message_types(&self) -> Result<HashSet<&'static str>, BuildError> {
+        let mut types: HashMap<&'static str, &'static str> = HashMap::new();
+        let nodes = self.nodes.iter().flat_map(|n| &n.message_types);
+        for message in nodes.chain(&self.edge_types) {
+            let first = *types.entry(message.tag).or_insert(message.rust_name);
+            if first != message.rust_name {
+                return Err(BuildError::MessageTypeClash {
+                    tag: message.tag,
+                    first,
+                    second: message.rust_name,
+                });
+            }
+        }
+        Ok(types.into_keys().collect())
+    }
+
     fn add_spec(&mut self, spec: NodeSpec) -> String {
         let id = spec.id.clone();
         match self.nodes.iter().find(|n| n.id == spec.id) {
@@ -513,6 +550,7 @@ impl<I: Message, C: Executor> WorkflowBuilder<I, C> {
         let mut graph = GraphBuilder {
             nodes: Vec::new(),
             edges: Vec::new(),
+            edge_types: Vec::new(),
             errors: Vec::new(),
             max_supersteps: DEFAULT_MAX_SUPERSTEPS,
         };
@@ -553,10 +591,11 @@ impl<I: Message, C: Executor> WorkflowBuilder<I, C> {
         F: Fn(&C::Output) -> bool + Send + Sync + 'static,
     {
         let to = self.graph.add(next);
+        let message_type = self.graph.tag::<C::Output>();
         self.graph.edges.push(Edge::Direct {
             from: self.cursor.clone(),
             to: to.clone(),
-            condition: Some((type_tag::<C::Output>(), self::condition(condition))),
+            condition: Some((message_type, self::condition(condition))),
         });
         self.with_cursor(to)
     }
@@ -588,10 +627,11 @@ impl<I: Message, C: Executor> WorkflowBuilder<I, C> {
     {
         let from = self.graph.add(from);
         let to = self.graph.add(to);
+        let message_type = self.graph.tag::<A::Output>();
         self.graph.edges.push(Edge::Direct {
             from,
             to,
-            condition: Some((type_tag::<A::Output>(), self::condition(condition))),
+            condition: Some((message_type, self::condition(condition))),
         });
         self
     }
@@ -616,9 +656,10 @@ impl<I: Message, C: Executor> WorkflowBuilder<I, C> {
     pub fn add_switch<A: Executor>(mut self, from: A, switch: Switch<A::Output>) -> Self {
         let from = self.graph.add(from);
         self.graph.absorb(switch.collected);
+        let message_type = self.graph.tag::<A::Output>();
         self.graph.edges.push(Edge::Switch {
             from,
-            message_type: type_tag::<A::Output>(),
+            message_type,
             cases: switch.cases,
             default: switch.default,
         });
@@ -630,12 +671,11 @@ impl<I: Message, C: Executor> WorkflowBuilder<I, C> {
     pub fn add_fan_out<A: Executor>(mut self, from: A, fan_out: FanOut<A::Output>) -> Self {
         let from = self.graph.add(from);
         self.graph.absorb(fan_out.collected);
+        let message_type = self.graph.tag::<A::Output>();
         self.graph.edges.push(Edge::FanOut {
             from,
             targets: fan_out.targets,
-            selector: fan_out
-                .selector
-                .map(|selector| (type_tag::<A::Output>(), selector)),
+            selector: fan_out.selector.map(|selector| (message_type, selector)),
         });
         self
     }
@@ -650,11 +690,13 @@ impl<I: Message, C: Executor> WorkflowBuilder<I, C> {
                 .push(BuildError::EmptyFanIn { target: to.clone() });
         }
         self.graph.absorb(fan_in.collected);
+        let message_type = self.graph.tag::<T>();
+        let batch_type = self.graph.tag::<Vec<T>>();
         self.graph.edges.push(Edge::FanIn {
             sources: fan_in.sources,
             to,
-            message_type: type_tag::<T>(),
-            batch_type: type_tag::<Vec<T>>(),
+            message_type,
+            batch_type,
         });
         self
     }
@@ -692,15 +734,17 @@ impl<I: Message, C: Executor> WorkflowBuilder<I, C> {
     /// # Errors
     ///
     /// A [`BuildError`] for duplicate or invalid executor ids, an empty
-    /// fan-in or a zero superstep limit.
+    /// fan-in, a zero superstep limit or two message types with one name.
     pub fn try_build(self) -> Result<Workflow<I>, BuildError> {
         let mut graph = self.graph;
-        if let Some(error) = graph.errors.into_iter().next() {
-            return Err(error);
+        if let Some(error) = graph.errors.first() {
+            return Err(error.clone());
         }
         if graph.max_supersteps == 0 {
             return Err(BuildError::ZeroSuperstepLimit);
         }
+        let start_type = graph.tag::<I>();
+        let message_types = graph.message_types()?;
         let index: HashMap<String, usize> = graph
             .nodes
             .iter()
@@ -714,7 +758,8 @@ impl<I: Message, C: Executor> WorkflowBuilder<I, C> {
         Ok(Workflow {
             graph: Arc::new(Graph {
                 start: index[&self.start],
-                start_type: type_tag::<I>(),
+                start_type,
+                message_types,
                 nodes: graph.nodes,
                 edges,
                 max_supersteps: graph.max_supersteps,
@@ -882,5 +927,63 @@ mod tests {
     #[should_panic(expected = "invalid workflow graph: two different executors have the id 'a'")]
     fn build_panics_with_the_reason() {
         let _ = WorkflowBuilder::start(Echo("a")).then(Other).build();
+    }
+
+    mod v1 {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub(super) struct Doc;
+    }
+
+    mod v2 {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub(super) struct Doc;
+    }
+
+    struct Convert;
+
+    fn convert<'a>(_: &'a Convert, _: u32, _: &'a mut WorkflowContext) -> HandlerFuture<'a, v1::Doc> {
+        Box::pin(async { Ok(v1::Doc) })
+    }
+
+    fn convert_v2<'a>(_: &'a Convert, _: v2::Doc, _: &'a mut WorkflowContext) -> HandlerFuture<'a, v1::Doc> {
+        Box::pin(async { Ok(v1::Doc) })
+    }
+
+    impl Executor for Convert {
+        type Output = v1::Doc;
+
+        fn id(&self) -> &str {
+            "convert"
+        }
+
+        fn handlers() -> HandlerSet<Self> {
+            HandlerSet::new().on::<u32>(convert).on::<v2::Doc>(convert_v2)
+        }
+    }
+
+    impl Handles<u32> for Convert {}
+
+    #[test]
+    fn two_message_types_with_one_name_are_refused() {
+        let error = WorkflowBuilder::start(Convert).try_build().unwrap_err();
+        assert_eq!(
+            error,
+            BuildError::MessageTypeClash {
+                tag: "Doc",
+                first: std::any::type_name::<v2::Doc>(),
+                second: std::any::type_name::<v1::Doc>(),
+            }
+        );
+        assert!(error.to_string().contains("rename one of them"), "{error}");
+    }
+
+    #[test]
+    fn a_workflow_knows_the_names_of_its_message_types() {
+        let workflow = WorkflowBuilder::start(Echo("a"))
+            .add_fan_in(FanIn::<u32>::new().from(Echo("a")), Sum)
+            .build();
+        let mut known: Vec<&str> = workflow.graph.message_types.iter().copied().collect();
+        known.sort_unstable();
+        assert_eq!(known, ["Vec<u32>", "u32"]);
     }
 }

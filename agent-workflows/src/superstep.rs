@@ -785,6 +785,12 @@ impl Run {
     /// Routes a message sent by `from` along its outgoing edges.
     fn route(&mut self, from: usize, target: Option<&str>, message: Envelope) -> Result<(), WorkflowError> {
         let graph = self.graph.clone();
+        if !graph.message_types.contains(message.type_name.as_str()) {
+            return Err(WorkflowError::UnknownMessageType {
+                executor_id: graph.nodes[from].id.clone(),
+                message_type: message.type_name,
+            });
+        }
         let accepts = |node: usize| graph.nodes[node].accepts.iter().any(|t| *t == message.type_name);
         let wanted = |node: usize| target.is_none_or(|t| graph.nodes[node].id == t);
         let mut reached = false;
@@ -942,7 +948,7 @@ mod tests {
             Effect::Send {
                 target: Some("next".into()),
                 message: Envelope {
-                    type_name: "app::Doc".into(),
+                    type_name: "Doc".into(),
                     payload: payload(r#"{"z":0,"a":"\u00e9"}"#),
                     source: "a".into(),
                 },
@@ -969,14 +975,14 @@ mod tests {
                 request_id: "a:1:0".into(),
                 port: "approval".into(),
                 request: payload(r#"{"title":"Q3"}"#),
-                response_type: "app::Answer".into(),
+                response_type: "Answer".into(),
                 timeout_ms: Some(5),
             }),
             Effect::Request(NewRequest {
                 request_id: "a:1:1".into(),
                 port: "approval".into(),
                 request: Payload::null(),
-                response_type: "app::Answer".into(),
+                response_type: "Answer".into(),
                 timeout_ms: None,
             }),
         ];

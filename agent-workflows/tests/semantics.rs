@@ -58,7 +58,41 @@ async fn send_message_to_a_target_reaches_only_it() {
     let expected = WorkflowError::InvalidTarget {
         executor_id: "router".into(),
         target: "unconnected".into(),
-        message_type: std::any::type_name::<String>().into(),
+        message_type: "String".into(),
+    };
+    assert_eq!(result.error.as_deref(), Some(expected.to_string().as_str()));
+    h.shutdown().await;
+}
+
+// --- a message no executor handles fails the run, naming its type -------
+
+#[derive(Serialize, Deserialize)]
+struct Unrouted {
+    n: u32,
+}
+
+#[executor(id = "sends-unrouted")]
+async fn sends_unrouted(n: u32, ctx: &mut WorkflowContext) -> Result<(), ExecutorError> {
+    ctx.send_message(&Unrouted { n })
+}
+
+#[workflow(name = "unrouted")]
+fn unrouted() -> Workflow<u32> {
+    WorkflowBuilder::start(sends_unrouted)
+        .add_dynamic_edge(sends_unrouted, to_a)
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_no_executor_handles_fails_the_run_instead_of_vanishing() {
+    // The same failure meets a stored message whose type another build
+    // named differently: routing reads the tag from the stored outcome.
+    let h = Harness::new(Registry::new().workflow(unrouted)).await;
+    let (result, _) = h.run(unrouted, &7).await;
+    assert_eq!(result.status, RuntimeStatus::Failed);
+    let expected = WorkflowError::UnknownMessageType {
+        executor_id: "sends-unrouted".into(),
+        message_type: "Unrouted".into(),
     };
     assert_eq!(result.error.as_deref(), Some(expected.to_string().as_str()));
     h.shutdown().await;
