@@ -167,6 +167,21 @@ struct Waiter {
     waker: Option<Waker>,
 }
 
+/// What orchestration code did in a turn ([`State::take_turn_output`]).
+#[derive(Debug)]
+pub(crate) struct TurnOutput {
+    /// The work it scheduled, in order.
+    pub(crate) actions: Vec<Action>,
+    /// The stream events it emitted.
+    pub(crate) emits: Vec<PendingEmit>,
+    /// The stream events of the execution so far.
+    pub(crate) execution_emits: u64,
+    pub(crate) custom_status: Option<String>,
+    /// The orchestration's name.
+    pub(crate) name: String,
+    pub(crate) execution_id: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) instance_id: InstanceId,
@@ -270,7 +285,7 @@ impl State {
     }
 
     /// Marks every emit so far as stored (after a commit).
-    pub(crate) fn emits_persisted(&mut self) {
+    fn emits_persisted(&mut self) {
         self.persisted_emits = self.next_emit_index;
     }
 
@@ -292,8 +307,20 @@ impl State {
         }
     }
 
-    pub(crate) fn emit_count(&self) -> u64 {
-        self.next_emit_index
+    /// Takes what the code did since the last turn: the work it scheduled
+    /// and the stream events it emitted (counted as stored from now on),
+    /// with the names the turn's rows carry.
+    pub(crate) fn take_turn_output(&mut self) -> TurnOutput {
+        let output = TurnOutput {
+            actions: std::mem::take(&mut self.actions),
+            emits: std::mem::take(&mut self.emits),
+            execution_emits: self.next_emit_index,
+            custom_status: self.custom_status.clone(),
+            name: self.name.clone(),
+            execution_id: self.execution_id.clone(),
+        };
+        self.emits_persisted();
+        output
     }
 
     /// The turn's time truncated to the millisecond, the precision stores
