@@ -106,7 +106,7 @@ pub struct PostgresStore {
 }
 
 /// What the store's methods share, also with the tasks that write on
-/// their behalf (see [`detached`]).
+/// their behalf (see `store::detached`).
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,

@@ -141,7 +141,7 @@ pub struct SqliteStore {
 }
 
 /// What the store's methods share, also with the tasks that write on
-/// their behalf (see [`detached`]).
+/// their behalf (see `store::detached`).
 #[derive(Debug)]
 struct Inner {
     /// The one connection that writes.
@@ -411,7 +411,7 @@ async fn check_writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::E
 /// The store's methods, as the runtime calls them. Reads run in the
 /// caller's future: dropped, they leave nothing behind (their connection
 /// is cleaned for its next user). Writes that clients make run to their
-/// end in a task of their own ([`detached`]), with the signals that tell
+/// end in a task of their own (`store::detached`), with the signals that tell
 /// the workers and watchers of this process about them: a caller that
 /// stops waiting does not stop them half-way. The commit and the other
 /// writes of workers run in the caller's future; dropped, they leave the
