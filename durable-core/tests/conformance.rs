@@ -148,6 +148,7 @@ conformance!(
     starts_at_once_create_each_instance_once,
     a_result_is_delivered_only_while_its_work_item_exists,
     payloads_come_back_as_written,
+    a_created_instance_has_one_start_message,
 );
 
 // ---------------------------------------------------------------------------
@@ -844,6 +845,71 @@ async fn a_late_turn_of_a_replaced_instance_takes_nothing_of_the_new_one(b: &Bac
     client.terminate(&id, None).await.unwrap();
     client.terminate(&other, None).await.unwrap();
     worker.shutdown().await.unwrap();
+}
+
+/// An instance starts with one message, its start, whether a client
+/// created it (a new id, or a terminal one's) or a turn did (a
+/// sub-orchestration, written with the rows the commit read).
+async fn a_created_instance_has_one_start_message(b: &Backend) {
+    let client = Client::new(b.store.clone());
+    let lease = Duration::from_secs(30);
+    let started = |id: &str| {
+        StartOptions::new("forever", &())
+            .unwrap()
+            .instance_id(InstanceId::new(id).unwrap())
+    };
+    client.start_with(started("one-start")).await.unwrap();
+    client.start_with(started("one-start-replaced")).await.unwrap();
+    let replaced = InstanceId::new("one-start-replaced").unwrap();
+    let items = b.store.fetch_orchestrations("w1", lease, 10).await.unwrap();
+    let item = |id: &str| {
+        items
+            .iter()
+            .find(|i| i.instance_id.as_str() == id)
+            .unwrap()
+            .clone()
+    };
+    let parent = item("one-start");
+    let mut ended = common::emitting_turn(&item("one-start-replaced"), Vec::new());
+    ended.update.as_mut().unwrap().status = RuntimeStatus::Completed;
+    assert_eq!(
+        b.store.commit("w1", lease, &batch(ended)).await.unwrap(),
+        [TurnOutcome::Committed]
+    );
+    client.start_with(started("one-start-replaced")).await.unwrap();
+    let mut turn = common::emitting_turn(&parent, Vec::new());
+    let child = |id: &str| durable_core::store::NewInstance {
+        instance_id: InstanceId::new(id).unwrap(),
+        name: "forever".into(),
+        execution_id: format!("{id}-e1"),
+        input: Payload::null(),
+        parent: Some(durable_core::ParentInstance {
+            instance_id: parent.instance_id.clone(),
+            execution_id: parent.state.execution_id.clone(),
+            task_id: 0,
+        }),
+        start_at: chrono::Utc::now(),
+        created_at: chrono::Utc::now(),
+    };
+    turn.sub_orchestrations = vec![child("one-start-child-a"), child("one-start-child-b")];
+    assert_eq!(
+        b.store.commit("w1", lease, &batch(turn)).await.unwrap(),
+        [TurnOutcome::Committed]
+    );
+    let items = b.store.fetch_orchestrations("w2", lease, 10).await.unwrap();
+    let mut starts: Vec<(String, usize)> = items
+        .iter()
+        .map(|i| (i.instance_id.to_string(), i.messages.len()))
+        .collect();
+    starts.sort();
+    assert_eq!(
+        starts,
+        [
+            ("one-start-child-a".to_owned(), 1),
+            ("one-start-child-b".to_owned(), 1),
+            ("one-start-replaced".to_owned(), 1),
+        ]
+    );
 }
 
 /// `raise_event_once`: of eight clients raising one name at once, one

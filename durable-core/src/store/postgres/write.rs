@@ -167,11 +167,7 @@ impl<'a> Arrays<'a> {
             a.a_attempt.push(act.attempt);
             a.a_fingerprint.push(act.key.fingerprint);
         }
-        for m in rows
-            .messages
-            .iter()
-            .chain(rows.creations.iter().map(|c| &c.start))
-        {
+        for m in &rows.messages {
             a.m_instance_id.push(m.instance_id);
             a.m_execution_id.push(m.execution_id);
             a.m_kind.push(m.kind);
@@ -189,6 +185,20 @@ impl<'a> Arrays<'a> {
         }
         a.releases.clone_from(&rows.releases);
         a
+    }
+
+    /// Whether there is nothing to write.
+    fn is_empty(&self) -> bool {
+        self.u_instance_id.is_empty()
+            && self.h_instance_id.is_empty()
+            && self.consumed.is_empty()
+            && self.terminal.is_empty()
+            && self.done.instance_id.is_empty()
+            && self.a_instance_id.is_empty()
+            && self.m_instance_id.is_empty()
+            && self.r_key.instance_id.is_empty()
+            && self.s_instance_id.is_empty()
+            && self.releases.is_empty()
     }
 
     /// Adds the results of `rows`: each delivered, and its work item gone.
@@ -362,11 +372,15 @@ pub(super) async fn write_in_transaction(
     if !rows.creations.is_empty() {
         let c = &rows.creations;
         let column = |f: fn(&_) -> &str| c.iter().map(f).collect::<Vec<&str>>();
+        let starts = c.iter().map(|c| &c.start);
         sqlx::query(
-            "INSERT INTO instances (instance_id, name, execution_id, incarnation, status, input, parent, \
-             created_at, updated_at) SELECT u.instance_id, u.name, u.execution_id, u.execution_id, 'Pending', \
-             u.input, u.parent, u.created_at, u.created_at FROM UNNEST($1::text[], $2::text[], $3::text[], \
-             $4::text[], $5::text[], $6::int8[]) AS u(instance_id, name, execution_id, input, parent, created_at)",
+            "WITH created AS (INSERT INTO instances (instance_id, name, execution_id, incarnation, status, input, \
+             parent, created_at, updated_at) SELECT u.instance_id, u.name, u.execution_id, u.execution_id, \
+             'Pending', u.input, u.parent, u.created_at, u.created_at FROM UNNEST($1::text[], $2::text[], \
+             $3::text[], $4::text[], $5::text[], $6::int8[]) AS u(instance_id, name, execution_id, input, parent, \
+             created_at)) \
+             INSERT INTO messages (instance_id, execution_id, kind, event, visible_at) \
+             SELECT * FROM UNNEST($7::text[], $8::text[], $9::text[], $10::text[], $11::int8[])",
         )
         .bind(column(|c| c.instance_id))
         .bind(column(|c| c.name))
@@ -374,12 +388,19 @@ pub(super) async fn write_in_transaction(
         .bind(column(|c| c.input))
         .bind(c.iter().map(|c| c.parent.as_deref()).collect::<Vec<_>>())
         .bind(c.iter().map(|c| c.created_at).collect::<Vec<_>>())
+        .bind(starts.clone().map(|m| m.instance_id).collect::<Vec<_>>())
+        .bind(starts.clone().map(|m| m.execution_id).collect::<Vec<_>>())
+        .bind(starts.clone().map(|m| m.kind).collect::<Vec<_>>())
+        .bind(starts.clone().map(|m| m.event.as_str()).collect::<Vec<_>>())
+        .bind(starts.map(|m| m.visible_at).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await
         .map_err(db)?;
     }
     let turns = Arrays::turns(rows);
-    turns.query(by).execute(&mut *tx).await.map_err(db)?;
+    if !turns.is_empty() {
+        turns.query(by).execute(&mut *tx).await.map_err(db)?;
+    }
     if !rows.results.is_empty() {
         let results = Arrays::default().with_results(rows);
         results.query(by).execute(&mut *tx).await.map_err(db)?;
