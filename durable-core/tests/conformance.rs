@@ -860,7 +860,6 @@ async fn a_created_instance_has_one_start_message(b: &Backend) {
     };
     client.start_with(started("one-start")).await.unwrap();
     client.start_with(started("one-start-replaced")).await.unwrap();
-    let replaced = InstanceId::new("one-start-replaced").unwrap();
     let items = b.store.fetch_orchestrations("w1", lease, 10).await.unwrap();
     let item = |id: &str| {
         items
